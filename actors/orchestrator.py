@@ -1,0 +1,247 @@
+"""The OCR orchestrator: one task per request.
+
+decode (worker thread) -> detection job (NPU owner) -> DB post-processing and crops
+(worker thread) -> recognition through the batcher -> reading order -> result, emitting
+progress events (accepted, detected, one line per region as it is recognised, done) on
+the request's event channel. Errors propagate to the caller, which turns them into a
+``Failed`` event or an HTTP error; they never touch another request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import partial
+
+import attrs
+import numpy as np
+import trio
+
+from npu.backend import BackendInfo, ModelSpec
+from ocr.classify import pack_cls, upside_down
+from ocr.config import Config
+from ocr.crop import crop_quad, rotate_180
+from ocr.dbpost import DbParams, db_boxes
+from ocr.decode import decode_image
+from ocr.detection import (
+    DynamicDetParams,
+    prepare_dynamic,
+    prepare_fixed,
+    to_nchw_normalised,
+    to_nhwc_rgb_uint8,
+)
+from ocr.geometry import DetTransform
+from ocr.order import join_text, reading_order
+from ocr.recognition import join_pieces, resize_for_rec, split_wide_crop
+
+from .messages import (
+    Accepted,
+    Detected,
+    Done,
+    LineRecognised,
+    OcrRequest,
+    OcrResult,
+    RecResult,
+    RecSubmission,
+    Region,
+    Timings,
+)
+from .npu_owner import DeviceClient
+
+
+@attrs.frozen
+class PipelineSettings:
+    """The per-request knobs, taken from the configuration once at start-up."""
+
+    max_pixels: int
+    det: DynamicDetParams
+    db: DbParams
+    rec_threshold: float
+    use_cls: bool
+    max_regions: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> PipelineSettings:
+        o = config.ocr
+        return cls(
+            max_pixels=config.processing.max_image_pixels,
+            det=DynamicDetParams(
+                limit_side_len=o.det_limit_side_len, limit_type=o.det_limit_type,
+                max_side_len=o.det_max_side_len,
+            ),
+            db=DbParams(
+                thresh=o.det_threshold, box_thresh=o.det_box_threshold,
+                unclip_ratio=o.unclip_ratio,
+            ),
+            rec_threshold=o.rec_threshold,
+            use_cls=o.use_angle_cls,
+            max_regions=o.max_regions,
+        )
+
+
+def _prepare_detection(img: np.ndarray, spec: ModelSpec, s: PipelineSettings):
+    if spec.policy == "fixed":
+        assert spec.height and spec.width
+        net, transform = prepare_fixed(img, spec.height, spec.width, pad_value=spec.pad_value)
+    else:
+        net, transform = prepare_dynamic(img, s.det)
+    tensor = to_nhwc_rgb_uint8(net) if spec.layout == "nhwc_uint8_rgb" else to_nchw_normalised(net)
+    return tensor, transform
+
+
+def _find_regions(
+    img: np.ndarray, prob: np.ndarray, transform: DetTransform, s: PipelineSettings
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    quads, scores = db_boxes(prob, transform, s.db)
+    if len(quads) > s.max_regions:
+        keep = np.sort(np.argsort(-scores, kind="stable")[: s.max_regions])
+        quads = quads[keep]
+    crops = [crop_quad(img, q) for q in quads]
+    return quads, crops
+
+
+def _rec_inputs(crops: Sequence[np.ndarray], spec: ModelSpec) -> tuple[list[np.ndarray], list[int]]:
+    """Resize crops for the recogniser; a fixed-width model gets wide lines in pieces.
+    Returns the pieces and, for each piece, the index of the crop it belongs to."""
+    height = spec.height or 48
+    pieces: list[np.ndarray] = []
+    owners: list[int] = []
+    for i, crop in enumerate(crops):
+        if spec.policy == "fixed" and spec.width:
+            parts = split_wide_crop(crop, height, spec.width)
+            for part in parts:
+                pieces.append(resize_for_rec(part, height, spec.width))
+                owners.append(i)
+        else:
+            pieces.append(resize_for_rec(crop, height))
+            owners.append(i)
+    return pieces, owners
+
+
+def _bbox(quad: np.ndarray) -> tuple[tuple[float, float], ...]:
+    return tuple((round(float(x), 1), round(float(y), 1)) for x, y in quad)
+
+
+def detect_languages(texts: Sequence[str]) -> tuple[str, ...]:
+    """Which scripts the text is in: ``zh`` for CJK ideographs, ``en`` for Latin letters."""
+    found = []
+    joined = "".join(texts)
+    if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in joined):
+        found.append("zh")
+    if any(ch.isascii() and ch.isalpha() for ch in joined):
+        found.append("en")
+    return tuple(found)
+
+
+async def _emit(events: trio.MemorySendChannel | None, event: object) -> None:
+    """Send a progress event to whoever listens; a REST request has no listener."""
+    if events is not None:
+        await events.send(event)
+
+
+class Orchestrator:
+    """Runs requests. Holds only immutable settings and the handles of the other actors."""
+
+    def __init__(
+        self, settings: PipelineSettings, device: DeviceClient,
+        batcher: trio.MemorySendChannel, info: BackendInfo,
+    ) -> None:
+        self._s = settings
+        self._device = device
+        self._batcher = batcher
+        self._info = info
+
+    async def run(
+        self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None
+    ) -> OcrResult:
+        s, info = self._s, self._info
+        rid = request.id
+        t0 = time.perf_counter()
+        await _emit(events, Accepted(rid))
+
+        img = await trio.to_thread.run_sync(partial(decode_image, request.image, max_pixels=s.max_pixels))
+        t_decoded = time.perf_counter()
+        height, width = img.shape[:2]
+
+        det_spec = info.model("detection")
+        tensor, transform = await trio.to_thread.run_sync(_prepare_detection, img, det_spec, s)
+        prob = await self._device.infer("detection", tensor)
+        quads, crops = await trio.to_thread.run_sync(_find_regions, img, prob[0], transform, s)
+        t_detected = time.perf_counter()
+        await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
+
+        rec_spec = info.model(f"recognition_{language}")
+        if s.use_cls and crops and any(m.id == "classifier" for m in info.models):
+            crops = await self._classify(crops)
+        pieces, owners = await trio.to_thread.run_sync(_rec_inputs, crops, rec_spec)
+
+        texts: list[tuple[str, float] | None] = [None] * len(crops)
+        if pieces:
+            texts = await self._recognise(rid, language, pieces, owners, quads, events)
+        t_done = time.perf_counter()
+
+        kept = [
+            i for i, t in enumerate(texts)
+            if t is not None and t[0].strip() and t[1] >= s.rec_threshold
+        ]
+        kept_quads = [quads[i] for i in kept]
+        regions = [
+            Region(texts[i][0], round(texts[i][1], 4), _bbox(quads[i]))  # type: ignore[index]
+            for i in kept
+        ]
+        order = reading_order(kept_quads)
+        ordered = [regions[i] for line in order for i in line]
+        text = join_text([r.text for r in regions], order)
+        timings = Timings(
+            decode_ms=round((t_decoded - t0) * 1000, 2),
+            detection_ms=round((t_detected - t_decoded) * 1000, 2),
+            recognition_ms=round((t_done - t_detected) * 1000, 2),
+            total_ms=round((t_done - t0) * 1000, 2),
+        )
+        result = OcrResult(
+            text=text, regions=tuple(ordered),
+            languages_detected=detect_languages([r.text for r in ordered]),
+            language=language, timings=timings, image_size=(width, height),
+        )
+        await _emit(events, Done(rid, result))
+        return result
+
+    async def _classify(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        spec = self._info.model("classifier")
+        out: list[np.ndarray] = []
+        for start in range(0, len(crops), spec.batch_size):
+            chunk = crops[start : start + spec.batch_size]
+            tensor = await trio.to_thread.run_sync(pack_cls, chunk)
+            probs = await self._device.infer("classifier", tensor)
+            flips = upside_down(probs)
+            out.extend(rotate_180(c) if f else c for c, f in zip(chunk, flips, strict=True))
+        return out
+
+    async def _recognise(
+        self, rid: str | None, language: str, pieces: list[np.ndarray], owners: list[int],
+        quads: np.ndarray, events: trio.MemorySendChannel | None,
+    ) -> list[tuple[str, float] | None]:
+        n_regions = len(quads)
+        reply_send, reply_recv = trio.open_memory_channel[RecResult](len(pieces))
+        piece_texts: list[list[tuple[int, str, float]]] = [[] for _ in range(n_regions)]
+        pieces_left = [0] * n_regions
+        for o in owners:
+            pieces_left[o] += 1
+        texts: list[tuple[str, float] | None] = [None] * n_regions
+        async with reply_recv:
+            await self._batcher.send(RecSubmission(language, tuple(pieces), reply_send))
+            for _ in range(len(pieces)):
+                res = await reply_recv.receive()
+                if res.error is not None:
+                    raise res.error
+                owner = owners[res.index]
+                piece_texts[owner].append((res.index, res.text, res.confidence))
+                pieces_left[owner] -= 1
+                if pieces_left[owner] == 0:
+                    parts = [(t, c) for _, t, c in sorted(piece_texts[owner])]
+                    text, conf = parts[0] if len(parts) == 1 else join_pieces(parts)
+                    texts[owner] = (text, conf)
+                    if text.strip() and conf >= self._s.rec_threshold:
+                        region = Region(text, round(conf, 4), _bbox(quads[owner]))
+                        await _emit(events, LineRecognised(rid, owner, region))
+        return texts

@@ -1,0 +1,200 @@
+"""Starting the actor tree, and the one handle the web layer talks to.
+
+``open_ocr_service(config)`` opens a root nursery that supervises the NPU owner (which
+restarts its backend after faults) and the batcher, waits until the models are loaded,
+and yields an :class:`OcrService`. Requests run in the *caller's* task (one orchestrator
+task per request), so a client that disconnects cancels its own work and nothing else.
+Leaving the context cancels the tree; backends are closed on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from npu.backend import Backend, BackendInfo
+from ocr.config import Config
+
+from .batcher import Batcher, BatcherStatistics
+from .errors import NotReady, Overloaded, RequestTimeout, ShuttingDown, UnsupportedLanguage
+from .messages import Event, Failed, OcrRequest, OcrResult
+from .npu_owner import DeviceBoard, DeviceClient, DeviceStatistics, serve_npu_owner
+from .orchestrator import Orchestrator, PipelineSettings
+
+log = logging.getLogger("hailo_ocr.service")
+
+
+def make_backend_factory(config: Config) -> Callable[[], Backend]:
+    """The backend the configuration names. Imported lazily: the Hailo backend is only
+    imported when asked for, and it imports ``hailo_platform`` only when it loads."""
+    if config.backend.type == "hailo":
+        from npu.hailo_backend import HailoBackend
+
+        return lambda: HailoBackend(config)
+    from npu.onnx_backend import OnnxBackend
+
+    return lambda: OnnxBackend(config)
+
+
+@attrs.frozen
+class ServiceStatistics:
+    requests_in_flight: int
+    requests_admitted: int
+    requests_refused: int
+    requests_failed: int
+    requests_timed_out: int
+    device: DeviceStatistics
+    batcher: BatcherStatistics
+
+
+class OcrService:
+    def __init__(
+        self, config: Config, board: DeviceBoard, orchestrator: Orchestrator, batcher: Batcher,
+        info: BackendInfo,
+    ) -> None:
+        self.config = config
+        self.info = info
+        self._board = board
+        self._orchestrator = orchestrator
+        self._batcher = batcher
+        self._in_flight = 0
+        self._admitted = 0
+        self._refused = 0
+        self._failed = 0
+        self._timed_out = 0
+        self._closing = False
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._board.ready and not self._closing
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self._closing:
+            return "shutting_down"
+        return self._board.statistics().reason
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.info.languages
+
+    def statistics(self) -> ServiceStatistics:
+        return ServiceStatistics(
+            requests_in_flight=self._in_flight, requests_admitted=self._admitted,
+            requests_refused=self._refused, requests_failed=self._failed,
+            requests_timed_out=self._timed_out, device=self._board.statistics(),
+            batcher=self._batcher.statistics(),
+        )
+
+    def begin_shutdown(self) -> None:
+        """Refuse new requests from now on; the ones in flight go on."""
+        self._closing = True
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    # -- requests --------------------------------------------------------------------
+    def pick_language(self, languages: tuple[str, ...]) -> str:
+        supported = self.languages
+        if not languages:
+            default = self.config.ocr.default_language
+            return default if default in supported else supported[0]
+        for lang in languages:
+            if lang not in supported:
+                raise UnsupportedLanguage(
+                    f"language {lang!r} is not supported; supported: {', '.join(supported)}",
+                    supported,
+                )
+        return languages[0]
+
+    def _admit(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
+        if not self._board.ready:
+            reason = self._board.statistics().reason or "not_ready"
+            raise NotReady(f"the service is not ready ({reason})", reason)
+        if self._in_flight >= self.config.server.max_in_flight:
+            self._refused += 1
+            raise Overloaded(
+                f"{self._in_flight} requests are in flight, the limit is "
+                f"{self.config.server.max_in_flight}; retry shortly"
+            )
+
+    async def stream(self, request: OcrRequest, events: trio.MemorySendChannel[Event]) -> None:
+        """Run one request, sending its progress events and finally ``Done`` or
+        ``Failed`` to ``events``. Admission errors (overload, not ready, bad language)
+        are sent as ``Failed`` too. Never raises for a request's own failure."""
+        try:
+            result_or_error = await self.extract(request, events=events)
+        except Exception as exc:
+            result_or_error = exc
+        if isinstance(result_or_error, BaseException):
+            try:
+                await events.send(Failed(request.id, result_or_error))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    async def extract(
+        self, request: OcrRequest, events: trio.MemorySendChannel[Event] | None = None
+    ) -> OcrResult:
+        """Run one request to its result, raising its error. With ``events`` the
+        progress events are sent there as well."""
+        language = self.pick_language(request.languages)
+        self._admit()
+        self._in_flight += 1
+        self._admitted += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            with trio.fail_after(self.config.server.request_timeout_s):
+                return await self._orchestrator.run(request, language, events)
+        except trio.TooSlowError:
+            self._timed_out += 1
+            raise RequestTimeout(
+                f"the request took longer than {self.config.server.request_timeout_s:g} s"
+            ) from None
+        except Exception:
+            self._failed += 1
+            raise
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+
+@asynccontextmanager
+async def open_ocr_service(
+    config: Config, make_backend: Callable[[], Backend] | None = None
+) -> AsyncIterator[OcrService]:
+    """Start the actor tree; yield the service once the models are loaded."""
+    make_backend = make_backend or make_backend_factory(config)
+    board = DeviceBoard()
+    jobs_send, jobs_recv = trio.open_memory_channel(64)
+    rec_send, rec_recv = trio.open_memory_channel(256)
+    async with trio.open_nursery() as nursery:
+        info: BackendInfo = await nursery.start(
+            lambda task_status: serve_npu_owner(
+                make_backend, jobs_recv, board, job_timeout=config.backend.job_timeout_s,
+                backoff=config.backend.restart_backoff_s,
+                backoff_max=config.backend.restart_backoff_max_s, task_status=task_status,
+            )
+        )
+        device = DeviceClient(jobs_send)
+        b = config.batching
+        batcher = Batcher(
+            device, board, policy=b.policy, window_s=b.window_ms / 1000.0,
+            max_queued=b.max_queued_crops, max_in_flight=b.max_batches_in_flight,
+        )
+        await nursery.start(batcher.serve, rec_recv)
+        orchestrator = Orchestrator(PipelineSettings.from_config(config), device, rec_send, info)
+        service = OcrService(config, board, orchestrator, batcher, info)
+        try:
+            yield service
+        finally:
+            nursery.cancel_scope.cancel()

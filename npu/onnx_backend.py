@@ -1,0 +1,163 @@
+"""The CPU backend: PP-OCR ONNX models on ONNX Runtime, the embedded default.
+
+Sessions are created once at load. ``infer`` runs ``session.run`` in a Trio worker thread
+(ONNX Runtime releases the GIL while it computes), so the event loop stays free. One
+session serves every language that has no model of its own: the shipped PP-OCRv6
+recognition model reads Chinese and English.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from ocr.config import Config
+from ocr.recognition import build_charset
+
+from .backend import BackendInfo, ModelSpec
+from .errors import InferenceError, ModelLoadError
+from .models import (
+    SHIPPED_CLASSIFIER,
+    SHIPPED_DETECTION,
+    SHIPPED_RECOGNITION,
+    resolve_model_path,
+    shipped_model,
+)
+
+REC_HEIGHT = 48
+REC_NOMINAL_WIDTH = 320
+
+
+class OnnxBackend:
+    """Runs the PP-OCR ONNX models on the CPU."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._sessions: dict[str, object] = {}
+        self._input_names: dict[str, str] = {}
+        self._info: BackendInfo | None = None
+
+    def _path(self, configured: str | None, shipped: str) -> Path:
+        if configured is None:
+            return shipped_model(shipped)
+        return resolve_model_path(configured, self._config.base_dir, ())
+
+    def _session(self, path: Path, cache: dict[Path, object]):
+        import onnxruntime as ort
+
+        if path in cache:
+            return cache[path]
+        opts = ort.SessionOptions()
+        threads = self._config.onnx_models.intra_op_threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load ONNX model {path.name}: {exc}") from exc
+        cache[path] = session
+        return session
+
+    def load(self) -> BackendInfo:
+        import onnxruntime as ort
+
+        cfg = self._config
+        cache: dict[Path, object] = {}
+        specs: list[ModelSpec] = []
+
+        det_path = self._path(cfg.onnx_models.detection, SHIPPED_DETECTION)
+        self._register("detection", self._session(det_path, cache))
+        specs.append(
+            ModelSpec(
+                id="detection", kind="detection", name=det_path.name, policy="dynamic",
+                layout="nchw_float", height=None, width=None, batch_size=1,
+            )
+        )
+
+        batch = cfg.onnx_models.batch_size_rec
+        for lang in cfg.ocr.languages:
+            rec_path = self._path(cfg.onnx_models.recognition.get(lang), SHIPPED_RECOGNITION)
+            session = self._session(rec_path, cache)
+            meta = session.get_modelmeta().custom_metadata_map
+            if "character" not in meta:
+                raise ModelLoadError(
+                    f"recognition model {rec_path.name} has no 'character' list in its metadata"
+                )
+            charset = build_charset(meta["character"].splitlines())
+            classes = session.get_outputs()[0].shape[-1]
+            if isinstance(classes, int) and classes != len(charset):
+                raise ModelLoadError(
+                    f"{rec_path.name} outputs {classes} classes but its character list "
+                    f"gives {len(charset)}"
+                )
+            model_id = f"recognition_{lang}"
+            self._register(model_id, session)
+            specs.append(
+                ModelSpec(
+                    id=model_id, kind="recognition", name=rec_path.name, policy="dynamic",
+                    layout="nchw_float", height=REC_HEIGHT, width=REC_NOMINAL_WIDTH,
+                    batch_size=batch, fixed_batch=cfg.onnx_models.fixed_batch, language=lang,
+                    charset=charset,
+                )
+            )
+
+        if cfg.ocr.use_angle_cls:
+            cls_path = self._path(cfg.onnx_models.classifier, SHIPPED_CLASSIFIER)
+            self._register("classifier", self._session(cls_path, cache))
+            specs.append(
+                ModelSpec(
+                    id="classifier", kind="classifier", name=cls_path.name, policy="fixed",
+                    layout="nchw_float", height=48, width=192, batch_size=batch,
+                )
+            )
+
+        self._warm_up(specs)
+        self._info = BackendInfo(
+            kind="onnx", device=None, runtime_version=f"onnxruntime {ort.__version__}",
+            models=tuple(specs), max_jobs_in_flight=cfg.backend.max_jobs_in_flight or 1,
+        )
+        return self._info
+
+    def _warm_up(self, specs: list[ModelSpec]) -> None:
+        """Run each session once on a small input at load. ONNX Runtime's first run
+        allocates and plans (seconds on a Pi); doing it here moves that cost from the
+        first request to start-up, before the service reports ready."""
+        self._run("detection", np.zeros((1, 3, 64, 64), dtype=np.float32))
+        for spec in specs:
+            if spec.kind == "recognition":
+                self._run(spec.id, np.zeros((1, 3, 48, 320), dtype=np.float32))
+            elif spec.kind == "classifier":
+                self._run(spec.id, np.zeros((1, 3, 48, 192), dtype=np.float32))
+
+    def _register(self, model_id: str, session) -> None:
+        self._sessions[model_id] = session
+        self._input_names[model_id] = session.get_inputs()[0].name
+
+    def _run(self, model_id: str, batch: np.ndarray) -> np.ndarray:
+        session = self._sessions.get(model_id)
+        if session is None:
+            raise InferenceError(f"model {model_id} is not loaded")
+        try:
+            out = session.run(None, {self._input_names[model_id]: batch})[0]
+        except Exception as exc:
+            raise InferenceError(f"{model_id} failed: {exc}") from exc
+        if out.ndim == 4 and model_id == "detection":  # (N, 1, H, W) -> (N, H, W)
+            out = out[:, 0]
+        return out
+
+    async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
+        # abandon_on_cancel: a job whose deadline passed returns control at once; the
+        # thread finishes its (bounded) computation and its result is dropped.
+        return await trio.to_thread.run_sync(self._run, model_id, batch, abandon_on_cancel=True)
+
+    def close(self) -> None:
+        self._sessions.clear()
+        self._input_names.clear()

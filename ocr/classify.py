@@ -1,0 +1,31 @@
+"""Optional 0/180-degree text direction classification (PaddleOCR's line classifier)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+CLS_HEIGHT = 48
+CLS_WIDTH = 192
+LABELS = ("0", "180")
+
+
+def pack_cls(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """NCHW float32 in [-1, 1], each crop scaled to 48 rows, at most 192 wide, zero-padded."""
+    batch = np.zeros((len(crops), 3, CLS_HEIGHT, CLS_WIDTH), dtype=np.float32)
+    for i, crop in enumerate(crops):
+        h, w = crop.shape[:2]
+        new_w = min(CLS_WIDTH, int(math.ceil(CLS_HEIGHT * w / float(max(h, 1)))))
+        resized = cv2.resize(crop, (max(new_w, 1), CLS_HEIGHT)).astype(np.float32)
+        batch[i, :, :, : resized.shape[1]] = resized.transpose(2, 0, 1) * (2.0 / 255.0) - 1.0
+    return batch
+
+
+def upside_down(probs: np.ndarray, threshold: float = 0.9) -> list[bool]:
+    """Which crops the classifier says are turned 180 degrees, with confidence over threshold."""
+    probs = np.asarray(probs)
+    best = probs.argmax(axis=1)
+    return [bool(b == 1 and probs[i, 1] > threshold) for i, b in enumerate(best)]

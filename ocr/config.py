@@ -1,0 +1,326 @@
+"""The service configuration: plain frozen attrs objects, loaded from YAML.
+
+Every key has a default, so an empty file (or none) is a working configuration: the
+embedded CPU backend with English and Chinese. Unknown keys are rejected with a message
+naming them and the keys that are allowed, because a misspelt key that is silently
+ignored is the most expensive kind of configuration bug on a headless box.
+
+Precedence: defaults < YAML file < ``HAILO_OCR_*`` environment variables < CLI flags.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from .errors import OcrInputError
+
+
+class ConfigError(OcrInputError):
+    code = "invalid_config"
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 11436
+    #: Bearer token required on every route but /health; None = no authentication.
+    auth_token: str | None = None
+    #: Largest request body accepted (bytes); larger bodies get 413.
+    max_body_bytes: int = 25 * 1024 * 1024
+    #: Requests admitted at once; more get 429 with Retry-After.
+    max_in_flight: int = 32
+    #: A request's deadline inside the service; past it the answer is 504.
+    request_timeout_s: float = 30.0
+    #: On SIGTERM/SIGINT, how long requests in flight may take to finish.
+    shutdown_grace_s: float = 10.0
+    #: Root directory ``file://`` image paths may be read from; None = file:// disabled.
+    file_root: str | None = None
+    #: Websocket: most images one socket may have in flight at once.
+    ws_max_in_flight: int = 8
+    log_level: str = "info"
+
+
+@attrs.frozen
+class OcrConfig:
+    languages: tuple[str, ...] = ("en", "zh")
+    default_language: str = "en"
+    #: DB pixel threshold: probability above which a pixel counts as text.
+    det_threshold: float = 0.3
+    #: DB box threshold: mean probability a box needs to be kept.
+    det_box_threshold: float = 0.5
+    unclip_ratio: float = 1.6
+    #: Lines recognised with a lower confidence are dropped.
+    rec_threshold: float = 0.5
+    #: Run the 0/180-degree line classifier (CPU backend only).
+    use_angle_cls: bool = False
+    #: Dynamic detection input: scale the short side up to this (limit_type min) ...
+    det_limit_side_len: int = 736
+    det_limit_type: str = "min"
+    #: ... after capping the long side of the image at this many pixels.
+    det_max_side_len: int = 2000
+    #: Most text regions read from one image (the rest are dropped, largest score first).
+    max_regions: int = 1000
+
+
+@attrs.frozen
+class BackendConfig:
+    #: "onnx" (CPU, embedded models, the default) or "hailo" (NPU, HEF files).
+    type: str = "onnx"
+    #: Jobs the device may hold at once; 0 = the backend's own preference.
+    max_jobs_in_flight: int = 0
+    #: A single device call taking longer than this is a device fault.
+    job_timeout_s: float = 20.0
+    #: Supervisor restart backoff after a device fault: initial and maximum delay.
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+
+
+@attrs.frozen
+class OnnxModelsConfig:
+    #: ONNX files; None = the PP-OCRv6 small models shipped in the rapidocr wheel.
+    detection: str | None = None
+    #: Per-language recognition model; a language without one uses the shipped model.
+    recognition: Mapping[str, str] = attrs.field(factory=dict)
+    classifier: str | None = None
+    #: ONNX Runtime threads per session; 0 = one per core.
+    intra_op_threads: int = 0
+    #: Crops per recognition call.
+    batch_size_rec: int = 8
+    #: Emulate a fixed-batch device: every call carries exactly batch_size_rec frames.
+    fixed_batch: bool = False
+
+
+@attrs.frozen
+class HailoModelsConfig:
+    detection_hef: str = "ocr_det.hef"
+    recognition_hefs: Mapping[str, str] = attrs.field(factory=lambda: {"en": "ocr.hef"})
+    #: Character list file per language; English's 97-class list is built in.
+    character_lists: Mapping[str, str] = attrs.field(factory=dict)
+    #: Directories searched for relative HEF paths, after the config file's own directory.
+    search_paths: tuple[str, ...] = ("/var/lib/hailo-ocr/models", "/usr/share/hailo-ocr/models")
+    batch_size_rec: int = 8
+    batch_size_det: int = 1
+    #: Physical device id (e.g. "0000:01:00.0"); None = the first one.
+    device: str | None = None
+    #: VDevice group id: processes with the same id share the NPU through its scheduler.
+    group_id: str = "SHARED"
+    #: Hailo-8 only: share the device through the multi-process service.
+    multi_process_service: bool = False
+    #: Bound on one wait for the device (wait_for_async_ready, job.wait), milliseconds.
+    timeout_ms: int = 10000
+
+
+@attrs.frozen
+class ProcessingConfig:
+    #: Largest encoded image accepted, bytes.
+    max_image_size: int = 20 * 1024 * 1024
+    #: Largest decoded image accepted, pixels (checked from the header, before decoding).
+    max_image_pixels: int = 40_000_000
+
+
+@attrs.frozen
+class BatchingConfig:
+    #: "adaptive": flush at once when the device is idle, else fill up to the window.
+    #: "window": always wait for a full batch or the window.
+    policy: str = "adaptive"
+    #: Longest a crop waits for companions before its batch is sent, milliseconds.
+    window_ms: float = 8.0
+    #: Crops queued in the batcher at once (all languages); beyond it callers wait.
+    max_queued_crops: int = 4096
+    #: Recognition batches sent to the device and not yet answered.
+    max_batches_in_flight: int = 2
+
+
+@attrs.frozen
+class CacheConfig:
+    enabled: bool = False
+    max_entries: int = 256
+    max_mb: float = 64.0
+    ttl_s: float = 600.0
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    ocr: OcrConfig = OcrConfig()
+    backend: BackendConfig = BackendConfig()
+    onnx_models: OnnxModelsConfig = OnnxModelsConfig()
+    hailo_models: HailoModelsConfig = HailoModelsConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    batching: BatchingConfig = BatchingConfig()
+    cache: CacheConfig = CacheConfig()
+    #: Directory of the YAML file this came from (for relative model paths); not a key.
+    base_dir: str | None = attrs.field(default=None, metadata={"internal": True})
+
+    def validate(self) -> Config:
+        problems = []
+        if self.backend.type not in ("onnx", "hailo"):
+            problems.append(f"backend.type must be 'onnx' or 'hailo', not {self.backend.type!r}")
+        if not self.ocr.languages:
+            problems.append("ocr.languages must name at least one language")
+        if self.ocr.default_language not in self.ocr.languages:
+            problems.append(
+                f"ocr.default_language {self.ocr.default_language!r} is not in ocr.languages"
+            )
+        if self.batching.policy not in ("adaptive", "window"):
+            problems.append("batching.policy must be 'adaptive' or 'window'")
+        if not 0 < self.server.port < 65536:
+            problems.append("server.port must be between 1 and 65535")
+        for name, value in (
+            ("server.max_in_flight", self.server.max_in_flight),
+            ("onnx_models.batch_size_rec", self.onnx_models.batch_size_rec),
+            ("hailo_models.batch_size_rec", self.hailo_models.batch_size_rec),
+            ("batching.max_queued_crops", self.batching.max_queued_crops),
+            ("batching.max_batches_in_flight", self.batching.max_batches_in_flight),
+            ("processing.max_image_pixels", self.processing.max_image_pixels),
+        ):
+            if value < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.ocr.det_limit_type not in ("min", "max"):
+            problems.append("ocr.det_limit_type must be 'min' or 'max'")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build attrs class ``cls`` from a mapping, rejecting unknown keys by name."""
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'the configuration'} must be a mapping of keys")
+    fields = {f.name: f for f in attrs.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {where or 'the top level'}: {', '.join(map(str, unknown))}; "
+            f"allowed: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if attrs.has(hint):
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list")
+        return tuple(_coerce(args[0], v, where) for v in value)
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number")
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, not {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{where} must be a string")
+        return str(value)
+    return value
+
+
+#: Environment variables for the common keys: HAILO_OCR_<NAME> -> (section, key).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+    "TOKEN": ("server", "auth_token"),
+    "FILE_ROOT": ("server", "file_root"),
+    "MAX_IN_FLIGHT": ("server", "max_in_flight"),
+    "REQUEST_TIMEOUT_S": ("server", "request_timeout_s"),
+    "LOG_LEVEL": ("server", "log_level"),
+    "LANGUAGES": ("ocr", "languages"),
+    "BACKEND": ("backend", "type"),
+    "DEVICE": ("hailo_models", "device"),
+    "GROUP_ID": ("hailo_models", "group_id"),
+    "BATCH_WINDOW_MS": ("batching", "window_ms"),
+    "BATCH_POLICY": ("batching", "policy"),
+    "INTRA_OP_THREADS": ("onnx_models", "intra_op_threads"),
+    "CACHE": ("cache", "enabled"),
+}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Defaults, then the YAML file (``path`` or ``$HAILO_OCR_CONFIG``), then the
+    ``HAILO_OCR_*`` environment, then ``overrides`` (CLI flags), validated."""
+    env = os.environ if env is None else env
+    path = path or env.get("HAILO_OCR_CONFIG") or None
+    data: dict[str, Any] = {}
+    base_dir = None
+    if path:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+        data = dict(loaded or {})
+        base_dir = str(p.resolve().parent)
+    for name, (section, key) in ENV_OVERRIDES.items():
+        value = env.get(f"HAILO_OCR_{name}")
+        if value is not None and value != "":
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"{section} must be a mapping of keys")
+            data[section] = {**data[section], key: value}
+    for section, values in (overrides or {}).items():
+        data[section] = {**(data.get(section) or {}), **values}
+    config = _build(Config, data, "")
+    return attrs.evolve(config, base_dir=base_dir).validate()
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data (for ``hailo-ocr config --print``)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    out = attrs.asdict(config, recurse=True, filter=lambda a, _: not a.metadata.get("internal"))
+    return {k: plain(v) for k, v in out.items()}

@@ -1,0 +1,178 @@
+"""Image decoding: bytes in, a BGR ``uint8`` array out.
+
+Decoding follows RapidOCR's loader (Pillow, EXIF orientation applied, grey and alpha
+images flattened the same way) so that the same file gives the same pixels to the same
+models. The pixel-count limit is checked against the header *before* the pixels are
+decoded, so a 50 000 x 50 000 PNG of a few kilobytes never allocates its 7 GB buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageDecodeError, ImageTooLarge, ImageTooSmall, UnsupportedImageFormat
+
+#: Pillow format names the service accepts (MPO is the multi-picture JPEG many cameras write).
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF"})
+
+#: Content types of the accepted formats, for checking what a client declares.
+ACCEPTED_MEDIA_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/x-ms-bmp", "image/webp",
+     "image/tiff", "image/tif"}
+)
+
+# Pillow refuses images beyond twice this count with its own error; our limit is stricter
+# and checked first, so Pillow's guard only needs to stay out of the way.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name the container format from its magic bytes, or None if it is not one we know.
+
+    Cheap and header-only: used to answer "what is this?" for errors (a GIF is a 415, random
+    bytes are a 400) and to check a data URI's declared media type against its content.
+    """
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith(b"%PDF"):
+        return "PDF"
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "SVG"
+    return None
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode ``data`` into an ``(H, W, 3)`` BGR ``uint8`` array.
+
+    Raises :class:`UnsupportedImageFormat` for real images in formats we do not accept,
+    :class:`ImageTooLarge` when the header declares more than ``max_pixels`` pixels,
+    :class:`ImageTooSmall` for an empty image, and :class:`ImageDecodeError` for anything
+    that is not a readable image.
+    """
+    if not data:
+        raise ImageDecodeError("the image is empty (0 bytes)")
+    sniffed = sniff_format(data)
+    if sniffed in {"GIF", "PDF", "SVG"}:
+        raise UnsupportedImageFormat(
+            f"{sniffed} is not supported; send JPEG, PNG, BMP, WebP or TIFF"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("the data is not a readable image") from exc
+    except Exception as exc:  # Pillow raises a zoo of types for malformed headers
+        raise ImageDecodeError("the image header is malformed") from exc
+
+    with img:
+        if img.format not in ACCEPTED_FORMATS:
+            raise UnsupportedImageFormat(
+                f"{img.format} is not supported; send JPEG, PNG, BMP, WebP or TIFF"
+            )
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise ImageTooSmall("the image has no pixels")
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"the image is {width}x{height} = {width * height} pixels; "
+                f"the limit is {max_pixels}"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img.load()
+                img = _exif_transpose(img)
+                return _to_bgr(img)
+        except (ImageTooLarge, ImageTooSmall):
+            raise
+        except Exception as exc:  # truncated data, bad chunks, codec errors
+            raise ImageDecodeError("the image data is corrupt or truncated") from exc
+
+
+def _exif_transpose(img: Image.Image) -> Image.Image:
+    try:
+        transposed = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not lose the picture
+        return img
+    return img if transposed is None else transposed
+
+
+def _to_bgr(img: Image.Image) -> np.ndarray:
+    """Flatten any Pillow mode to 3-channel BGR the way RapidOCR does."""
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("1", "I;16", "I;16B", "I;16L", "I", "F"):
+        img = _to_8bit_grey(img)
+        mode = "L"
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")
+        mode = "RGB"
+    if mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+
+    arr = np.asarray(img)
+    if mode == "L":
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+    if mode == "LA":
+        return _grey_alpha_to_bgr(arr)
+    if mode == "RGBA":
+        return _rgba_to_bgr(arr)
+    if mode == "RGB":
+        return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    raise ImageDecodeError(f"unsupported pixel mode {mode}")
+
+
+def _to_8bit_grey(img: Image.Image) -> Image.Image:
+    if img.mode == "1":
+        return img.convert("L")
+    arr = np.asarray(img, dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def _grey_alpha_to_bgr(arr: np.ndarray) -> np.ndarray:
+    grey = np.ascontiguousarray(arr[..., 0])
+    alpha = np.ascontiguousarray(arr[..., 1])
+    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    not_alpha = cv2.cvtColor(cv2.bitwise_not(alpha), cv2.COLOR_GRAY2BGR)
+    return cv2.add(cv2.bitwise_and(bgr, bgr, mask=alpha), not_alpha)
+
+
+def _rgba_to_bgr(arr: np.ndarray) -> np.ndarray:
+    """Composite over white or black, whichever contrasts with the visible pixels.
+
+    Text drawn in black on a transparent background would vanish on black; white text
+    would vanish on white. RapidOCR picks the background from the mean luminance of the
+    opaque pixels; we do the same so both engines see the same picture.
+    """
+    rgb = arr[..., :3].astype(np.float32)
+    alpha = arr[..., 3].astype(np.float32) / 255.0
+    visible = rgb[arr[..., 3] > 0]
+    if visible.size == 0:
+        background = 255.0
+    else:
+        luminance = visible @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        background = 255.0 if float(luminance.mean()) < 128 else 0.0
+    blended = rgb * alpha[..., None] + background * (1.0 - alpha)[..., None]
+    return cv2.cvtColor(blended.astype(np.uint8), cv2.COLOR_RGB2BGR)

@@ -1,0 +1,139 @@
+"""Recognition pre-processing and CTC decoding.
+
+Crops are resized to the model's height keeping their aspect ratio, then packed into a
+batch: padded to the widest crop of the batch (dynamic-width models, at least the
+model's nominal width, as PaddleOCR does) or to the model's fixed width (compiled NPU
+models). Line crops wider than a fixed model can take are split into overlapping pieces
+first (:func:`split_wide_crop`) and the texts joined again (:func:`join_pieces`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+#: Index of the CTC blank class in PaddleOCR recognition models.
+BLANK = 0
+
+
+def build_charset(dictionary: Sequence[str]) -> tuple[str, ...]:
+    """The class list of a PaddleOCR CTC head: blank, the dictionary, then a space."""
+    return ("", *dictionary, " ")
+
+
+def resize_for_rec(crop: np.ndarray, height: int = 48, max_width: int | None = None) -> np.ndarray:
+    """Scale ``crop`` to ``height`` rows keeping its aspect ratio (width rounded up).
+
+    ``max_width`` caps the width (a fixed-width model); the crop is then squeezed, which
+    is why wide lines are split before they get here.
+    """
+    h, w = crop.shape[:2]
+    new_w = max(1, int(math.ceil(height * w / float(max(h, 1)))))
+    if max_width is not None:
+        new_w = min(new_w, max_width)
+    return cv2.resize(crop, (new_w, height))
+
+
+def batch_width(resized: Sequence[np.ndarray], nominal_width: int) -> int:
+    """Width a dynamic batch is padded to: its widest crop, never less than nominal."""
+    return max([nominal_width, *(c.shape[1] for c in resized)])
+
+
+def pack_dynamic(resized: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """NCHW float32 in [-1, 1], zero (mid-grey) padded on the right to ``width``."""
+    height = resized[0].shape[0]
+    batch = np.zeros((len(resized), 3, height, width), dtype=np.float32)
+    for i, crop in enumerate(resized):
+        w = min(crop.shape[1], width)
+        batch[i, :, :, :w] = crop[:, :w].transpose(2, 0, 1).astype(np.float32) * (2.0 / 255.0) - 1.0
+    return batch
+
+
+def pack_fixed_rgb(
+    resized: Sequence[np.ndarray], width: int, *, pad_value: int = 128, slots: int | None = None
+) -> np.ndarray:
+    """NHWC uint8 RGB frames of exactly ``width``, padded with ``pad_value`` (Hailo's 128).
+
+    ``slots`` > ``len(resized)`` appends blank frames, for backends whose batch size is
+    fixed and that cannot take a shorter list.
+    """
+    height = resized[0].shape[0]
+    n = max(len(resized), slots or 0)
+    batch = np.full((n, height, width, 3), pad_value, dtype=np.uint8)
+    for i, crop in enumerate(resized):
+        w = min(crop.shape[1], width)
+        batch[i, :, :w] = crop[:, :w, ::-1]
+    return batch
+
+
+def ctc_greedy_decode(
+    probs: np.ndarray, charset: Sequence[str]
+) -> list[tuple[str, float]]:
+    """Greedy CTC decoding of ``(N, T, C)`` class probabilities.
+
+    Takes the best class per time step, merges repeats, drops blanks. The confidence is the
+    mean probability of the characters kept (0.0 for an empty line), as PaddleOCR reports it.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3:
+        raise ValueError(f"expected (N, T, C) probabilities, got shape {probs.shape}")
+    if probs.shape[2] != len(charset):
+        raise ValueError(
+            f"the model outputs {probs.shape[2]} classes but the character list has {len(charset)}"
+        )
+    best = probs.argmax(axis=2)
+    best_p = probs.max(axis=2)
+    results: list[tuple[str, float]] = []
+    for idx, p in zip(best, best_p, strict=True):
+        keep = np.ones(len(idx), dtype=bool)
+        keep[1:] = idx[1:] != idx[:-1]
+        keep &= idx != BLANK
+        chars = idx[keep]
+        text = "".join(charset[c] for c in chars)
+        conf = float(np.mean(p[keep])) if chars.size else 0.0
+        results.append((text, conf))
+    return results
+
+
+def split_wide_crop(
+    crop: np.ndarray, height: int, max_width: int, overlap: int = 16
+) -> list[np.ndarray]:
+    """Cut a line crop into pieces that each fit ``max_width`` once scaled to ``height``.
+
+    Pieces overlap by ``overlap`` model pixels so a character cut at one boundary is whole
+    in the next piece; :func:`join_pieces` removes the duplicated characters.
+    """
+    h, w = crop.shape[:2]
+    scaled_w = height * w / max(h, 1)
+    if scaled_w <= max_width:
+        return [crop]
+    step_model = max_width - overlap
+    scale = h / height  # source pixels per model pixel
+    pieces: list[np.ndarray] = []
+    start = 0.0
+    while True:
+        end = min(start + max_width * scale, w)
+        pieces.append(crop[:, int(start) : int(math.ceil(end))])
+        if end >= w:
+            break
+        start += step_model * scale
+    return pieces
+
+
+def join_pieces(texts: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """Join the texts of overlapping pieces, dropping the longest repeated seam."""
+    if not texts:
+        return "", 0.0
+    out, total = texts[0][0], [texts[0][1]]
+    for text, conf in texts[1:]:
+        total.append(conf)
+        best = 0
+        for k in range(min(len(out), len(text), 8), 0, -1):
+            if out.endswith(text[:k]):
+                best = k
+                break
+        out += text[best:]
+    return out, float(np.mean(total))
