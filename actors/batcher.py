@@ -1,55 +1,82 @@
 """The recognition micro-batcher: text-line crops from every request in flight, batched.
 
-One queue per language. A batch is sent to the device when it holds the model's batch
-size, or when its oldest crop has waited the batch window; under the default *adaptive*
-policy a batch is also sent at once whenever no recognition batch is on the device, so
-a lone request never waits for a window while the device sits idle. At most
-``max_batches_in_flight`` batches are out at once: while one runs, the next is packed
-and the queues fill, which is what makes batches full under load.
+One queue per language. When a queue may go is decided by the *policy*:
+
+* ``adaptive`` (the default): at once when it holds a full batch (the model's batch
+  size), or as soon as the device has room for another recognition batch. A lone request
+  therefore never waits for a window while the device sits idle, and under load the
+  crops that arrive while a batch runs collect into the next one, which is what fills
+  batches. The window plays no part: while the device is busy, sending a partial batch
+  early only queues it behind the running one and leaves the crops that arrive
+  meanwhile for another, emptier batch.
+* ``window``: when it holds a full batch, or when its oldest crop has waited the batch
+  window. Simpler and predictable, but a lone crop always pays the window.
+
+``benchmarks/batch_fill.py`` measures both (fill under 1-8 clients, single-client
+latency); adaptive is the default because it is never slower and fills as well. At most
+``max_in_flight`` batches are out at once (packing the next while one runs); the device
+room the adaptive policy looks at is ``min(max_in_flight, BackendInfo.max_jobs_in_flight)``.
+When several languages are due, the one whose oldest crop has waited longest goes first.
 
 For dynamic-width models a batch takes the oldest crop and the queued crops closest to
-it in width, to limit padding; fixed-width models take crops in arrival order. Results go
-back to each crop's own caller, tagged with the crop's index in its submission. Crops of
-a caller that has gone (cancelled, timed out) are dropped before they are batched.
+it in width, to limit padding; fixed-width models take crops in arrival order. Fixed-batch
+models get blank frames in the unused slots, whose outputs are dropped. Results go back
+to each crop's own caller, tagged with the crop's index in its submission. Crops of a
+caller that has gone (cancelled, timed out) are dropped before they are batched, and a
+batch whose callers have all gone is not sent.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import numpy as np
 import trio
 
 from npu.backend import ModelSpec
+from npu.errors import InferenceError
 from ocr.recognition import batch_width, ctc_greedy_decode, pack_dynamic, pack_fixed_rgb
 
+from .errors import ShuttingDown, fresh_error
 from .messages import RecResult, RecSubmission
 from .npu_owner import DeviceBoard, DeviceClient, caller_gone
 
 log = logging.getLogger("hailo_ocr.batcher")
 
+POLICIES = ("adaptive", "window")
+
 
 @attrs.frozen
 class BatcherStatistics:
-    batches: int
+    batches: int  # batches run successfully
     slots_filled: int  # crops recognised
     slots_run: int  # batch capacity used by those batches (batches x batch size)
     slots_padded: int  # blank frames sent to fill a fixed-batch model
     crops_dropped: int  # crops of callers that left before their batch
     queued: int
     batches_in_flight: int
-    queue_wait_total_s: float
+    queue_wait_total_s: float  # summed over every crop sent in a batch
     queue_wait_max_s: float
+    #: How many batches carried each number of real crops (for the metrics histogram).
+    batch_sizes: dict[int, int] = attrs.field(factory=dict)
+    batches_failed: int = 0  # batches whose device call (or packing) failed
+    crops_waited: int = 0  # crops counted in queue_wait_total_s
+    restarts: int = 0  # times the batching loop was restarted after an internal error
 
     @property
     def fill(self) -> float:
         return self.slots_filled / self.slots_run if self.slots_run else 0.0
 
+    @property
+    def queue_wait_mean_s(self) -> float:
+        return self.queue_wait_total_s / self.crops_waited if self.crops_waited else 0.0
 
-@attrs.define
+
+@attrs.define(eq=False)
 class _Pending:
     submission: RecSubmission
     index: int
@@ -60,34 +87,55 @@ class _Pending:
 @attrs.define
 class _Counters:
     batches: int = 0
+    batches_failed: int = 0
     slots_filled: int = 0
     slots_run: int = 0
     slots_padded: int = 0
     crops_dropped: int = 0
+    crops_waited: int = 0
     queue_wait_total_s: float = 0.0
     queue_wait_max_s: float = 0.0
+    restarts: int = 0
+    batch_sizes: dict[int, int] = attrs.Factory(dict)
+
+
+RunSync = Callable[..., Awaitable[Any]]
 
 
 class Batcher:
-    """State and loop of the batcher actor. Other actors only send it
-    :class:`RecSubmission` s; they read its :meth:`statistics` snapshot."""
+    """State and loop of the batcher actor. Other actors send it :class:`RecSubmission` s
+    over its inbox, may :meth:`withdraw` a submission they no longer want, and read its
+    :meth:`statistics` snapshot.
+
+    ``run_sync`` runs the packing and CTC decoding off the Trio thread
+    (``trio.to_thread.run_sync``); tests under a mock clock pass an inline runner so
+    that the clock cannot jump while a worker thread computes.
+    """
 
     def __init__(
         self, device: DeviceClient, board: DeviceBoard, *, policy: str = "adaptive",
         window_s: float = 0.008, max_queued: int = 4096, max_in_flight: int = 2,
+        run_sync: RunSync | None = None,
     ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"batching policy must be one of {POLICIES}, not {policy!r}")
         self._device = device
         self._board = board
         self._policy = policy
         self._window = window_s
-        self._max_queued = max_queued
+        self._max_queued = max(1, max_queued)
+        self._max_in_flight = max(1, max_in_flight)
+        self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
         self._queues: dict[str, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
-        self._slots = trio.Semaphore(max_in_flight)
         self._changed = trio.Event()
         self._room = trio.Event()
         self._c = _Counters()
+
+    @property
+    def policy(self) -> str:
+        return self._policy
 
     def statistics(self) -> BatcherStatistics:
         c = self._c
@@ -95,36 +143,77 @@ class Batcher:
             batches=c.batches, slots_filled=c.slots_filled, slots_run=c.slots_run,
             slots_padded=c.slots_padded, crops_dropped=c.crops_dropped, queued=self._queued,
             batches_in_flight=self._in_flight, queue_wait_total_s=c.queue_wait_total_s,
-            queue_wait_max_s=c.queue_wait_max_s,
+            queue_wait_max_s=c.queue_wait_max_s, batch_sizes=dict(c.batch_sizes),
+            batches_failed=c.batches_failed, crops_waited=c.crops_waited, restarts=c.restarts,
         )
 
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _freed(self, n: int) -> None:
+        """``n`` crops left the queues: let a waiting intake go on."""
+        self._queued -= n
+        if n:
+            self._room.set()
+
     # -- intake ---------------------------------------------------------------------
     async def _intake(self, inbox: trio.MemoryReceiveChannel) -> None:
         async for sub in inbox:
-            while self._queued >= self._max_queued:
-                self._room = trio.Event()
+            while self._queued >= self._max_queued and not caller_gone(sub.reply):
+                # Bounded by the callers: each request has a deadline, after which
+                # its crops are withdrawn and room appears.
+                if self._room.is_set():
+                    self._room = trio.Event()
                 await self._room.wait()
+            if caller_gone(sub.reply):
+                self._c.crops_dropped += len(sub.crops)
+                continue
             q = self._queues.setdefault(sub.language, deque())
-            now = time.monotonic()
+            now = trio.current_time()
             for i, crop in enumerate(sub.crops):
                 q.append(_Pending(sub, i, int(crop.shape[1]), now))
             self._queued += len(sub.crops)
             self._wake()
 
-    # -- batch forming ----------------------------------------------------------------
-    def _drop_gone(self) -> None:
+    def withdraw(self, reply: trio.MemorySendChannel) -> int:
+        """Drop the queued crops answered on ``reply`` (their request ended early).
+        Returns how many were dropped. Crops already in a running batch are not recalled;
+        their results are discarded."""
+        dropped = 0
         for q in self._queues.values():
-            if q and any(caller_gone(p.submission.reply) for p in q):
-                kept = [p for p in q if not caller_gone(p.submission.reply)]
-                dropped = len(q) - len(kept)
+            if any(p.submission.reply is reply for p in q):
+                kept = [p for p in q if p.submission.reply is not reply]
+                dropped += len(q) - len(kept)
                 q.clear()
                 q.extend(kept)
-                self._queued -= dropped
-                self._c.crops_dropped += dropped
+        if dropped:
+            self._c.crops_dropped += dropped
+            self._freed(dropped)
+            self._wake()
+        return dropped
+
+    # -- batch forming ----------------------------------------------------------------
+    def _drop_gone(self) -> None:
+        gone: dict[int, bool] = {}
+        dropped = 0
+        for q in self._queues.values():
+            if not q:
+                continue
+            keep = []
+            for p in q:
+                key = id(p.submission)
+                if key not in gone:
+                    gone[key] = caller_gone(p.submission.reply)
+                if not gone[key]:
+                    keep.append(p)
+            if len(keep) != len(q):
+                dropped += len(q) - len(keep)
+                q.clear()
+                q.extend(keep)
+        if dropped:
+            self._c.crops_dropped += dropped
+            self._freed(dropped)
 
     def _spec(self, language: str) -> ModelSpec | None:
         info = self._board.info
@@ -135,30 +224,40 @@ class Batcher:
         except KeyError:
             return None
 
+    def _device_room(self) -> bool:
+        """True when the device could start another recognition batch right now."""
+        info = self._board.info
+        slots = max(1, info.max_jobs_in_flight) if info is not None else 1
+        return self._in_flight < min(slots, self._max_in_flight)
+
     def _due(self, now: float) -> tuple[str | None, float]:
-        """The language whose batch should go now (or None), and the next deadline."""
+        """The language whose batch should go now (or None), and when to look again."""
+        if self._in_flight >= self._max_in_flight:
+            return None, float("inf")  # a finishing batch wakes the loop
+        device_free = self._device_room()
+        best: tuple[str, float] | None = None
         next_deadline = float("inf")
-        oldest_lang, oldest_time = None, float("inf")
         for lang, q in self._queues.items():
             if not q:
                 continue
             spec = self._spec(lang)
-            size = spec.batch_size if spec else 1
-            if len(q) >= size:
-                return lang, now
-            if q[0].enqueued < oldest_time:
-                oldest_lang, oldest_time = lang, q[0].enqueued
-            deadline = q[0].enqueued + self._window
-            if deadline <= now:
-                return lang, now
-            next_deadline = min(next_deadline, deadline)
-        if oldest_lang is not None and self._policy == "adaptive" and self._in_flight == 0:
-            return oldest_lang, now
-        return None, next_deadline
+            head = q[0].enqueued
+            ready = spec is None or len(q) >= spec.batch_size
+            if self._policy == "adaptive":
+                ready = ready or device_free
+            elif not ready:
+                deadline = head + self._window
+                if deadline <= now:
+                    ready = True
+                else:
+                    next_deadline = min(next_deadline, deadline)
+            if ready and (best is None or head < best[1]):
+                best = (lang, head)
+        return (best[0] if best else None), next_deadline
 
     def _take(self, lang: str, spec: ModelSpec) -> list[_Pending]:
         q = self._queues[lang]
-        size = spec.batch_size
+        size = max(1, spec.batch_size)
         if len(q) <= size:
             batch = list(q)
             q.clear()
@@ -166,90 +265,116 @@ class Batcher:
             batch = [q.popleft() for _ in range(size)]
         else:
             first = q.popleft()
-            rest = sorted(q, key=lambda p: abs(p.width - first.width))[: size - 1]
-            chosen = {id(p) for p in rest}
-            kept = [p for p in q if id(p) not in chosen]
+            # Closest in width to the oldest crop; ties go to the earlier arrival.
+            order = sorted(range(len(q)), key=lambda i: (abs(q[i].width - first.width), i))
+            chosen = set(order[: size - 1])
+            rest = [p for i, p in enumerate(q) if i in chosen]
+            kept = [p for i, p in enumerate(q) if i not in chosen]
             q.clear()
             q.extend(kept)
-            batch = [first, *sorted(rest, key=lambda p: p.enqueued)]
-        self._queued -= len(batch)
-        self._room.set()
+            batch = [first, *rest]
+        self._freed(len(batch))
         return batch
+
+    def _fail_queue(self, lang: str, error: BaseException) -> None:
+        q = self._queues.get(lang) or deque()
+        n = len(q)
+        while q:
+            p = q.popleft()
+            _deliver(p, RecResult(p.index, error=fresh_error(error)))
+        self._freed(n)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for lang in list(self._queues):
+            self._fail_queue(lang, error)
 
     async def _dispatch(self, nursery: trio.Nursery) -> None:
         while True:
             self._drop_gone()
-            now = time.monotonic()
-            lang, deadline = self._due(now)
+            lang, deadline = self._due(trio.current_time())
             if lang is None:
                 changed = self._changed
                 with trio.move_on_at(deadline):
                     await changed.wait()
                 continue
             spec = self._spec(lang)
-            if spec is None:  # device not ready: wait for it, crops keep their deadlines
-                with trio.move_on_after(0.05):
-                    await self._board.wait_ready()
-                if self._spec(lang) is None:
-                    self._fail_queue(lang, "no recognition model is loaded for this language")
-                continue
-            await self._slots.acquire()
-            self._drop_gone()
-            if not self._queues.get(lang):
-                self._slots.release()
+            if spec is None:  # the service only admits languages it has models for
+                self._fail_queue(
+                    lang, InferenceError(f"no recognition model is loaded for {lang!r}")
+                )
                 continue
             batch = self._take(lang, spec)
             self._in_flight += 1
             nursery.start_soon(self._run_batch, spec, batch)
 
-    def _fail_queue(self, lang: str, why: str) -> None:
-        from npu.errors import InferenceError
-
-        q = self._queues.get(lang) or deque()
-        err = InferenceError(why)
-        while q:
-            p = q.popleft()
-            self._queued -= 1
-            _deliver(p, RecResult(p.index, error=err))
-
     # -- running a batch --------------------------------------------------------------
     async def _run_batch(self, spec: ModelSpec, batch: list[_Pending]) -> None:
+        delivered = False
         try:
-            now = time.monotonic()
+            now = trio.current_time()
             for p in batch:
                 wait = now - p.enqueued
                 self._c.queue_wait_total_s += wait
                 self._c.queue_wait_max_s = max(self._c.queue_wait_max_s, wait)
-            crops = [p.submission.crops[p.index] for p in batch]
-            tensor, padded = await trio.to_thread.run_sync(_pack, spec, crops)
+            self._c.crops_waited += len(batch)
             try:
+                crops = [p.submission.crops[p.index] for p in batch]
+                tensor, padded = await self._run_sync(_pack, spec, crops)
+                if all(caller_gone(p.submission.reply) for p in batch):
+                    self._c.crops_dropped += len(batch)
+                    delivered = True
+                    return  # everyone left while we packed: spare the device
                 probs = await self._device.infer(spec.id, tensor)
-                decoded = await trio.to_thread.run_sync(
+                if len(probs) < len(batch):
+                    raise InferenceError(
+                        f"{spec.id} returned {len(probs)} results for {len(batch)} crops"
+                    )
+                decoded = await self._run_sync(
                     ctc_greedy_decode, probs[: len(batch)], spec.charset
                 )
             except Exception as exc:
+                self._c.batches_failed += 1
                 for p in batch:
-                    _deliver(p, RecResult(p.index, error=exc))
+                    _deliver(p, RecResult(p.index, error=fresh_error(exc)))
+                delivered = True
                 return
             self._c.batches += 1
             self._c.slots_filled += len(batch)
             self._c.slots_run += spec.batch_size
             self._c.slots_padded += padded
+            self._c.batch_sizes[len(batch)] = self._c.batch_sizes.get(len(batch), 0) + 1
             for p, (text, conf) in zip(batch, decoded, strict=True):
                 _deliver(p, RecResult(p.index, text, conf))
+            delivered = True
         finally:
+            if not delivered:  # cancelled: the service is stopping
+                for p in batch:
+                    _deliver(p, RecResult(p.index, error=ShuttingDown("the service is stopping")))
             self._in_flight -= 1
-            self._slots.release()
             self._wake()
 
     async def serve(
         self, inbox: trio.MemoryReceiveChannel,
         *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._intake, inbox)
-            task_status.started()
-            await self._dispatch(nursery)
+        """Run the batcher until cancelled. An internal error fails the crops queued and
+        in flight (their requests end with ``InferenceError``) and restarts the batching
+        loop, so a bug costs some requests, not the service."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._intake, inbox)
+                task_status.started()
+                while True:
+                    try:
+                        async with trio.open_nursery() as batches:
+                            await self._dispatch(batches)
+                    except Exception:
+                        log.exception("the recognition batcher failed; restarting it")
+                        self._c.restarts += 1
+                        self._fail_all(InferenceError("internal error in the recognition batcher"))
+                        await trio.sleep(0.05)
+        finally:
+            self._fail_all(ShuttingDown("the service is stopping"))
 
 
 def _pack(spec: ModelSpec, crops: list[np.ndarray]) -> tuple[np.ndarray, int]:

@@ -3,6 +3,8 @@ and device faults (``npu.errors``). The web layer maps each ``code`` to a status
 
 from __future__ import annotations
 
+import copy
+
 
 class ServiceError(Exception):
     code = "service_error"
@@ -45,3 +47,22 @@ class UnsupportedLanguage(ServiceError):
     def __init__(self, message: str, supported: tuple[str, ...]) -> None:
         super().__init__(message)
         self.supported = supported
+
+
+def fresh_error(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` to raise in one more task.
+
+    One device fault or failed batch is reported to every request that shared it. Raising
+    the *same* exception object in several tasks splices their tracebacks together (Python
+    stores the traceback on the object), so each caller gets its own copy, with the
+    original as its cause. Falls back to the original when the type cannot be copied.
+    """
+    try:
+        new = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(new) is not type(exc):  # pragma: no cover - defensive
+        return exc
+    new.__traceback__ = None
+    new.__cause__ = exc
+    return new

@@ -3,20 +3,26 @@
 It loads the models, publishes readiness and model facts on its :class:`DeviceBoard`,
 and serves :class:`~actors.messages.InferJob` s from a bounded channel, at most
 ``max_jobs_in_flight`` at a time (a backend property: 1 on the CPU, more on an NPU whose
-scheduler pipelines). Jobs are taken first come, first served, so neither detection nor
-recognition can starve the other. A job whose caller has gone is dropped unrun.
+scheduler pipelines). Jobs are taken first come, first served from one channel, so
+neither detection nor recognition can starve the other. A job whose caller has gone is
+dropped unrun.
 
-A :class:`~npu.errors.DeviceFault` (or a job outliving its timeout) fails every job in
-flight with that fault, marks the board not ready, closes the backend, and loads a new
+A :class:`~npu.errors.DeviceFault` (or a job outliving its timeout) marks the board not
+ready, fails every job in flight with that fault, closes the backend, and loads a new
 one after an exponential backoff; jobs that arrive meanwhile fail at once with
-``DeviceFault`` rather than waiting in the dark.
+``DeviceFault`` rather than waiting in the dark. An unexpected exception in the owner
+itself is treated the same way, so a bug cannot take the whole service down.
+
+A job that has started runs to its end even if its caller leaves: work already on the
+device cannot be recalled, and a backend call abandoned mid-way would leave a worker
+thread (or an NPU job) running after the service has closed the backend. On shutdown
+the jobs in flight get a short grace period to finish before they are cancelled.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 
 import attrs
@@ -27,9 +33,13 @@ import trio
 from npu.backend import Backend, BackendInfo
 from npu.errors import BackendError, DeviceFault, DeviceTimeout, InferenceError
 
+from .errors import ShuttingDown, fresh_error
 from .messages import InferJob
 
 log = logging.getLogger("hailo_ocr.npu_owner")
+
+#: Longest the jobs in flight may take to finish once the service is stopping.
+SHUTDOWN_GRACE_S = 5.0
 
 
 @attrs.frozen
@@ -44,6 +54,7 @@ class DeviceStatistics:
     restarts: int
     last_fault: str | None
     info: BackendInfo | None = attrs.field(repr=False)
+    jobs_refused: int = 0  # answered with DeviceFault while the device was restarting
 
 
 class DeviceBoard:
@@ -58,6 +69,7 @@ class DeviceBoard:
         self.jobs_run = 0
         self.jobs_failed = 0
         self.jobs_skipped = 0
+        self.jobs_refused = 0
         self.jobs_in_flight = 0
         self.busy_seconds = 0.0
         self.restarts = 0
@@ -84,6 +96,8 @@ class DeviceBoard:
         return self._info
 
     async def wait_ready(self) -> BackendInfo:
+        """Wait until the models are loaded. Callers bound the wait themselves
+        (``trio.move_on_after``): a device may stay broken for a long time."""
         await self._ready_event.wait()
         assert self._info is not None
         return self._info
@@ -94,6 +108,7 @@ class DeviceBoard:
             jobs_failed=self.jobs_failed, jobs_skipped=self.jobs_skipped,
             jobs_in_flight=self.jobs_in_flight, busy_seconds=self.busy_seconds,
             restarts=self.restarts, last_fault=self.last_fault, info=self._info,
+            jobs_refused=self.jobs_refused,
         )
 
 
@@ -112,6 +127,10 @@ def _answer(reply: trio.MemorySendChannel, result: outcome.Outcome) -> None:
         pass  # the caller went away: nobody to tell
 
 
+def _refuse(job: InferJob, error: BaseException) -> None:
+    _answer(job.reply, outcome.Error(fresh_error(error)))
+
+
 class DeviceClient:
     """The orchestrator's and batcher's handle on the NPU owner: sends a job, awaits its
     reply. Cancelling the caller closes its reply channel, which the owner sees."""
@@ -122,102 +141,150 @@ class DeviceClient:
     async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
         reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome](1)
         async with reply_recv:
-            job = InferJob(model_id, batch, reply_send, time.monotonic())
+            job = InferJob(model_id, batch, reply_send, trio.current_time())
             try:
                 await self._jobs.send(job)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise DeviceFault("the device owner has stopped") from None
+                raise ShuttingDown("the device owner has stopped") from None
             try:
                 result = await reply_recv.receive()
-            except trio.EndOfChannel:
+            except trio.EndOfChannel:  # pragma: no cover - the owner always answers
                 raise DeviceFault("the device owner dropped the job") from None
             return result.unwrap()
 
 
-async def _run_job(
-    backend: Backend, job: InferJob, board: DeviceBoard, timeout: float,
-    limiter: trio.CapacityLimiter, fault: list[BaseException],
-) -> None:
-    answered = False
-    started = time.monotonic()
+@attrs.define
+class _Serving:
+    """State of one incarnation of the backend, shared by its job tasks."""
+
+    backend: Backend
+    board: DeviceBoard
+    timeout: float
+    slots: trio.Semaphore
+    nursery_scope: trio.CancelScope | None = None
+    running: set[trio.CancelScope] = attrs.Factory(set)
+    fault: BaseException | None = None
+
+    def device_failed(self, exc: BaseException) -> None:
+        """The first fault wins: publish it, then stop every job and the job loop."""
+        if self.fault is None:
+            self.fault = exc
+            self.board._set_not_ready("device_fault")
+            self.board.last_fault = f"{type(exc).__name__}: {exc}"
+        for scope in self.running:
+            scope.cancel()
+        if self.nursery_scope is not None:
+            self.nursery_scope.cancel()
+
+
+async def _run_job(s: _Serving, job: InferJob) -> None:
+    """Run one job (one semaphore slot already taken for it) and answer its caller."""
+    board = s.board
+    started = trio.current_time()
     board.jobs_in_flight += 1
+    answered = False
     try:
-        try:
-            with trio.fail_after(timeout):
-                out = await backend.infer(job.model_id, job.batch)
-        except trio.TooSlowError:
-            exc = DeviceTimeout(f"the device did not answer {job.model_id} within {timeout:g} s")
-            fault.append(exc)
-            board.jobs_failed += 1
-            _answer(job.reply, outcome.Error(exc))
+        # Shielded: a job on the device runs to its end (or its timeout) even when the
+        # caller or the service goes away; the owner cancels it explicitly after a fault
+        # and shortens its deadline on shutdown.
+        with trio.CancelScope(shield=True) as scope:
+            s.running.add(scope)
+            try:
+                with trio.fail_after(s.timeout):
+                    out = await s.backend.infer(job.model_id, job.batch)
+            except trio.TooSlowError:
+                exc = DeviceTimeout(
+                    f"the device did not answer {job.model_id} within {s.timeout:g} s"
+                )
+                board.jobs_failed += 1
+                s.device_failed(exc)
+                _refuse(job, exc)
+                answered = True
+                return
+            except DeviceFault as exc:
+                board.jobs_failed += 1
+                s.device_failed(exc)
+                _refuse(job, exc)
+                answered = True
+                return
+            except BackendError as exc:  # one failed job; the device is fine
+                board.jobs_failed += 1
+                _answer(job.reply, outcome.Error(exc))
+                answered = True
+                return
+            except Exception as exc:  # a bug in a backend: fail the job, keep the device
+                log.exception("backend raised unexpectedly on %s", job.model_id)
+                board.jobs_failed += 1
+                _answer(job.reply, outcome.Error(InferenceError(f"{job.model_id} failed: {exc}")))
+                answered = True
+                return
+            finally:
+                s.running.discard(scope)
+        if not scope.cancelled_caught:
+            board.jobs_run += 1
+            _answer(job.reply, outcome.Value(out))
             answered = True
-            raise exc from None
-        except DeviceFault as exc:
-            fault.append(exc)
-            board.jobs_failed += 1
-            _answer(job.reply, outcome.Error(exc))
-            answered = True
-            raise
-        except BackendError as exc:
-            board.jobs_failed += 1
-            _answer(job.reply, outcome.Error(exc))
-            answered = True
-            return
-        except Exception as exc:  # a bug in a backend: fail the job, keep the device
-            log.exception("backend raised unexpectedly on %s", job.model_id)
-            board.jobs_failed += 1
-            _answer(job.reply, outcome.Error(InferenceError(f"{job.model_id} failed: {exc}")))
-            answered = True
-            return
-        board.jobs_run += 1
-        _answer(job.reply, outcome.Value(out))
-        answered = True
     finally:
         board.jobs_in_flight -= 1
-        board.busy_seconds += time.monotonic() - started
-        limiter.release_on_behalf_of(job)
-        if not answered:  # cancelled because another job faulted the device
-            reason = fault[0] if fault else DeviceFault("the device owner stopped")
-            if not isinstance(reason, DeviceFault):
-                reason = DeviceFault(str(reason))
-            _answer(job.reply, outcome.Error(reason))
+        board.busy_seconds += trio.current_time() - started
+        s.slots.release()
+        if not answered:  # cancelled: another job faulted the device, or shutdown
+            board.jobs_failed += 1
+            _refuse(job, s.fault or ShuttingDown("the service stopped before the job finished"))
 
 
-async def _serve_jobs(
-    backend: Backend, info: BackendInfo, jobs: trio.MemoryReceiveChannel,
-    board: DeviceBoard, timeout: float,
-) -> None:
-    """Serve jobs until a device fault; then raise it."""
-    limiter = trio.CapacityLimiter(max(1, info.max_jobs_in_flight))
-    fault: list[BaseException] = []
-    try:
-        async with trio.open_nursery() as nursery:
+async def _serve_jobs(s: _Serving, jobs: trio.MemoryReceiveChannel) -> None:
+    """Serve jobs until a device fault (then raise it) or until the channel closes."""
+    async with trio.open_nursery() as nursery:
+        s.nursery_scope = nursery.cancel_scope
+        try:
             async for job in jobs:
                 if caller_gone(job.reply):
-                    board.jobs_skipped += 1
+                    s.board.jobs_skipped += 1
                     continue
-                await limiter.acquire_on_behalf_of(job)
+                try:
+                    await s.slots.acquire()
+                except BaseException:
+                    _refuse(job, s.fault or ShuttingDown("the service is stopping"))
+                    raise
                 if caller_gone(job.reply):  # it may have left while we waited
-                    board.jobs_skipped += 1
-                    limiter.release_on_behalf_of(job)
+                    s.board.jobs_skipped += 1
+                    s.slots.release()
                     continue
-                nursery.start_soon(_run_job, backend, job, board, timeout, limiter, fault)
-    except BaseExceptionGroup as group:
-        faults = group.subgroup(DeviceFault)
-        if faults is not None:
-            raise fault[0] if fault else faults.exceptions[0] from None
-        raise
-    if fault:
-        raise fault[0]
+                nursery.start_soon(_run_job, s, job)
+        except trio.Cancelled:
+            # Fault or shutdown: jobs in flight get a short grace to finish (a fault
+            # has cancelled them already), then the nursery waits for them.
+            deadline = trio.current_time() + min(s.timeout, SHUTDOWN_GRACE_S)
+            for scope in s.running:
+                scope.deadline = min(scope.deadline, deadline)
+            raise
+    if s.fault is not None:
+        raise s.fault
 
 
-async def _refuse_jobs_for(seconds: float, jobs: trio.MemoryReceiveChannel, why: str) -> None:
+async def _refuse_jobs_for(
+    seconds: float, jobs: trio.MemoryReceiveChannel, board: DeviceBoard, why: str
+) -> None:
+    """While the device restarts, answer every job at once with a ``DeviceFault``."""
     with trio.move_on_after(seconds):
         async for job in jobs:
-            _answer(job.reply, outcome.Error(DeviceFault(why)))
+            board.jobs_refused += 1
+            _refuse(job, DeviceFault(why))
+
+
+def _refuse_queued(jobs: trio.MemoryReceiveChannel, why: str) -> None:
+    """Answer the jobs still buffered in the channel; nobody will run them."""
+    while True:
+        try:
+            job = jobs.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+        _refuse(job, ShuttingDown(why))
 
 
 async def _close(backend: Backend) -> None:
+    """Close a backend in a worker thread, even while being cancelled, within 10 s."""
     with trio.CancelScope(shield=True), trio.move_on_after(10):
         try:
             await trio.to_thread.run_sync(backend.close, abandon_on_cancel=True)
@@ -235,51 +302,61 @@ async def serve_npu_owner(
     backoff_max: float = 30.0,
     task_status: trio.TaskStatus[BackendInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Own the device forever: load, serve, and after a fault restart with backoff.
+    """Own the device until cancelled: load, serve, and after a fault restart with backoff.
 
     A failure of the *first* load (model missing, runtime not installed, device held by
     another process) is raised to whoever started us: the service cannot start and the
-    operator must see why. Later load failures are retried with backoff.
+    operator must see why. Later load failures are retried with backoff (doubling, at
+    most ``backoff_max``; reset after a backend that served jobs successfully).
     """
     delay = backoff
     first = True
-    while True:
-        backend = make_backend()
-        try:
-            info = await trio.to_thread.run_sync(backend.load)
-        except BaseException as exc:
-            await _close(backend)
+    try:
+        while True:
+            backend = make_backend()
+            try:
+                info = await trio.to_thread.run_sync(backend.load)
+            except BaseException as exc:
+                await _close(backend)
+                if first or not isinstance(exc, Exception):
+                    raise
+                board.last_fault = f"{type(exc).__name__}: {exc}"
+                log.error("reloading the backend failed (%s); retrying in %.2f s", exc, delay)
+                await _refuse_jobs_for(delay, jobs, board, "the device is restarting")
+                delay = min(delay * 2, backoff_max)
+                continue
+            board._set_ready(info)
             if first:
-                raise
-            board.last_fault = f"{type(exc).__name__}: {exc}"
-            log.error("reloading the backend failed (%s); retrying in %.1f s", exc, delay)
-            await _refuse_jobs_for(delay, jobs, "the device is restarting")
-            delay = min(delay * 2, backoff_max)
-            continue
-        board._set_ready(info)
-        if first:
-            log.info(
-                "backend %s ready (%s, device %s): %s", info.kind, info.runtime_version,
-                info.device or "cpu", ", ".join(f"{m.id}={m.name}" for m in info.models),
+                log.info(
+                    "backend %s ready (%s, device %s): %s", info.kind, info.runtime_version,
+                    info.device or "cpu", ", ".join(f"{m.id}={m.name}" for m in info.models),
+                )
+                task_status.started(info)
+                first = False
+            else:
+                log.warning("backend %s restarted and ready", info.kind)
+            runs_before = board.jobs_run
+            serving = _Serving(
+                backend, board, job_timeout, trio.Semaphore(max(1, info.max_jobs_in_flight))
             )
-            task_status.started(info)
-            first = False
-        else:
-            log.warning("backend %s restarted and ready", info.kind)
-        runs_before = board.jobs_run
-        try:
-            await _serve_jobs(backend, info, jobs, board, job_timeout)
-            return  # the job channel closed: the service is stopping
-        except DeviceFault as exc:
-            board._set_not_ready("device_fault")
-            board.last_fault = f"{type(exc).__name__}: {exc}"
-            board.restarts += 1
-            if board.jobs_run > runs_before:
-                delay = backoff  # it worked for a while: start the backoff afresh
-            log.error("device fault: %s; restarting the backend in %.1f s", exc, delay)
-        finally:
-            await _close(backend)
-        await _refuse_jobs_for(delay, jobs, "the device is restarting after a fault")
-        delay = min(delay * 2, backoff_max)
-        if math.isinf(delay):  # pragma: no cover - defensive
-            delay = backoff_max
+            try:
+                await _serve_jobs(serving, jobs)
+                return  # the job channel closed: the service is stopping
+            except Exception as exc:
+                if not isinstance(exc, DeviceFault):
+                    log.exception("the device owner failed unexpectedly; restarting it")
+                board._set_not_ready("device_fault")
+                board.last_fault = f"{type(exc).__name__}: {exc}"
+                board.restarts += 1
+                if board.jobs_run > runs_before:
+                    delay = backoff  # it worked for a while: start the backoff afresh
+                log.error("device fault: %s; restarting the backend in %.2f s", exc, delay)
+            finally:
+                await _close(backend)
+            await _refuse_jobs_for(delay, jobs, board, "the device is restarting after a fault")
+            delay = min(delay * 2, backoff_max)
+            if math.isinf(delay):  # pragma: no cover - defensive
+                delay = backoff_max
+    finally:
+        board._set_not_ready("stopped")
+        _refuse_queued(jobs, "the service is stopping")

@@ -10,7 +10,7 @@ the request's event channel. Errors propagate to the caller, which turns them in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import attrs
@@ -34,6 +34,7 @@ from ocr.geometry import DetTransform
 from ocr.order import join_text, reading_order
 from ocr.recognition import join_pieces, resize_for_rec, split_wide_crop
 
+from .errors import ShuttingDown, fresh_error
 from .messages import (
     Accepted,
     Detected,
@@ -140,16 +141,23 @@ async def _emit(events: trio.MemorySendChannel | None, event: object) -> None:
 
 
 class Orchestrator:
-    """Runs requests. Holds only immutable settings and the handles of the other actors."""
+    """Runs requests. Holds only immutable settings and the handles of the other actors.
+
+    ``withdraw`` (the batcher's :meth:`~actors.batcher.Batcher.withdraw`) is called when a
+    request ends before all its crops came back (cancelled, timed out, failed), so its
+    queued crops leave the batcher at once instead of at the batcher's next look.
+    """
 
     def __init__(
         self, settings: PipelineSettings, device: DeviceClient,
         batcher: trio.MemorySendChannel, info: BackendInfo,
+        withdraw: Callable[[trio.MemorySendChannel], object] | None = None,
     ) -> None:
         self._s = settings
         self._device = device
         self._batcher = batcher
         self._info = info
+        self._withdraw = withdraw
 
     async def run(
         self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None
@@ -159,7 +167,9 @@ class Orchestrator:
         t0 = time.perf_counter()
         await _emit(events, Accepted(rid))
 
-        img = await trio.to_thread.run_sync(partial(decode_image, request.image, max_pixels=s.max_pixels))
+        img = await trio.to_thread.run_sync(
+            partial(decode_image, request.image, max_pixels=s.max_pixels)
+        )
         t_decoded = time.perf_counter()
         height, width = img.shape[:2]
 
@@ -228,20 +238,29 @@ class Orchestrator:
         for o in owners:
             pieces_left[o] += 1
         texts: list[tuple[str, float] | None] = [None] * n_regions
-        async with reply_recv:
-            await self._batcher.send(RecSubmission(language, tuple(pieces), reply_send))
-            for _ in range(len(pieces)):
-                res = await reply_recv.receive()
-                if res.error is not None:
-                    raise res.error
-                owner = owners[res.index]
-                piece_texts[owner].append((res.index, res.text, res.confidence))
-                pieces_left[owner] -= 1
-                if pieces_left[owner] == 0:
-                    parts = [(t, c) for _, t, c in sorted(piece_texts[owner])]
-                    text, conf = parts[0] if len(parts) == 1 else join_pieces(parts)
-                    texts[owner] = (text, conf)
-                    if text.strip() and conf >= self._s.rec_threshold:
-                        region = Region(text, round(conf, 4), _bbox(quads[owner]))
-                        await _emit(events, LineRecognised(rid, owner, region))
+        received = 0
+        try:
+            async with reply_recv:
+                try:
+                    await self._batcher.send(RecSubmission(language, tuple(pieces), reply_send))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise ShuttingDown("the service is stopping") from None
+                while received < len(pieces):
+                    res = await reply_recv.receive()
+                    received += 1
+                    if res.error is not None:
+                        raise fresh_error(res.error)
+                    owner = owners[res.index]
+                    piece_texts[owner].append((res.index, res.text, res.confidence))
+                    pieces_left[owner] -= 1
+                    if pieces_left[owner] == 0:
+                        parts = [(t, c) for _, t, c in sorted(piece_texts[owner])]
+                        text, conf = parts[0] if len(parts) == 1 else join_pieces(parts)
+                        texts[owner] = (text, conf)
+                        if text.strip() and conf >= self._s.rec_threshold:
+                            region = Region(text, round(conf, 4), _bbox(quads[owner]))
+                            await _emit(events, LineRecognised(rid, owner, region))
+        finally:
+            if received < len(pieces) and self._withdraw is not None:
+                self._withdraw(reply_send)
         return texts

@@ -21,11 +21,16 @@ from ocr.config import Config
 
 from .batcher import Batcher, BatcherStatistics
 from .errors import NotReady, Overloaded, RequestTimeout, ShuttingDown, UnsupportedLanguage
-from .messages import Event, Failed, OcrRequest, OcrResult
+from .messages import Event, Failed, InferJob, OcrRequest, OcrResult, RecSubmission
 from .npu_owner import DeviceBoard, DeviceClient, DeviceStatistics, serve_npu_owner
 from .orchestrator import Orchestrator, PipelineSettings
 
 log = logging.getLogger("hailo_ocr.service")
+
+#: Device jobs waiting for the NPU owner (detection jobs and recognition batches).
+JOB_QUEUE = 64
+#: Recognition submissions waiting for the batcher (one per request in flight at most).
+SUBMISSION_QUEUE = 256
 
 
 def make_backend_factory(config: Config) -> Callable[[], Backend]:
@@ -69,6 +74,7 @@ class OcrService:
         self._closing = False
         self._idle = trio.Event()
         self._idle.set()
+        self._result_observers: list[Callable[[OcrResult], None]] = []
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -92,6 +98,12 @@ class OcrService:
             requests_timed_out=self._timed_out, device=self._board.statistics(),
             batcher=self._batcher.statistics(),
         )
+
+    def add_result_observer(self, observer: Callable[[OcrResult], None]) -> None:
+        """Call ``observer(result)`` for every successful result (REST and streaming
+        alike), e.g. to record stage latencies in metrics. Observers run on the Trio
+        thread and must be quick and must not raise."""
+        self._result_observers.append(observer)
 
     def begin_shutdown(self) -> None:
         """Refuse new requests from now on; the ones in flight go on."""
@@ -153,7 +165,13 @@ class OcrService:
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         try:
             with trio.fail_after(self.config.server.request_timeout_s):
-                return await self._orchestrator.run(request, language, events)
+                result = await self._orchestrator.run(request, language, events)
+            for observe in self._result_observers:
+                try:
+                    observe(result)
+                except Exception:  # an observer's bug must not fail the request
+                    log.exception("result observer %r failed", observe)
+            return result
         except trio.TooSlowError:
             self._timed_out += 1
             raise RequestTimeout(
@@ -168,33 +186,66 @@ class OcrService:
                 self._idle.set()
 
 
+def _single_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The one exception a group (possibly nested) holds, or None if it holds several."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else None
+
+
 @asynccontextmanager
 async def open_ocr_service(
     config: Config, make_backend: Callable[[], Backend] | None = None
 ) -> AsyncIterator[OcrService]:
-    """Start the actor tree; yield the service once the models are loaded."""
+    """Start the actor tree; yield the service once the models are loaded.
+
+    The tree is one root nursery holding the NPU owner (which restarts its backend after
+    a fault) and the batcher. Errors come out unwrapped: a model that fails to load
+    raises its ``ModelLoadError`` (not an ``ExceptionGroup``), and an exception raised in
+    the ``async with`` body comes out as itself. Leaving the context cancels the tree; the
+    backend is closed and every request still waiting gets ``ShuttingDown``.
+    """
     make_backend = make_backend or make_backend_factory(config)
     board = DeviceBoard()
-    jobs_send, jobs_recv = trio.open_memory_channel(64)
-    rec_send, rec_recv = trio.open_memory_channel(256)
-    async with trio.open_nursery() as nursery:
-        info: BackendInfo = await nursery.start(
-            lambda task_status: serve_npu_owner(
-                make_backend, jobs_recv, board, job_timeout=config.backend.job_timeout_s,
-                backoff=config.backend.restart_backoff_s,
-                backoff_max=config.backend.restart_backoff_max_s, task_status=task_status,
+    jobs_send, jobs_recv = trio.open_memory_channel[InferJob](JOB_QUEUE)
+    rec_send, rec_recv = trio.open_memory_channel[RecSubmission](SUBMISSION_QUEUE)
+    service: OcrService | None = None
+    try:
+        async with jobs_send, jobs_recv, rec_send, rec_recv, trio.open_nursery() as nursery:
+            info: BackendInfo = await nursery.start(
+                lambda task_status: serve_npu_owner(
+                    make_backend, jobs_recv, board, job_timeout=config.backend.job_timeout_s,
+                    backoff=config.backend.restart_backoff_s,
+                    backoff_max=config.backend.restart_backoff_max_s, task_status=task_status,
+                )
             )
-        )
-        device = DeviceClient(jobs_send)
-        b = config.batching
-        batcher = Batcher(
-            device, board, policy=b.policy, window_s=b.window_ms / 1000.0,
-            max_queued=b.max_queued_crops, max_in_flight=b.max_batches_in_flight,
-        )
-        await nursery.start(batcher.serve, rec_recv)
-        orchestrator = Orchestrator(PipelineSettings.from_config(config), device, rec_send, info)
-        service = OcrService(config, board, orchestrator, batcher, info)
-        try:
-            yield service
-        finally:
-            nursery.cancel_scope.cancel()
+            device = DeviceClient(jobs_send)
+            b = config.batching
+            batcher = Batcher(
+                device, board, policy=b.policy, window_s=b.window_ms / 1000.0,
+                max_queued=b.max_queued_crops, max_in_flight=b.max_batches_in_flight,
+            )
+            await nursery.start(batcher.serve, rec_recv)
+            orchestrator = Orchestrator(
+                PipelineSettings.from_config(config), device, rec_send, info,
+                withdraw=batcher.withdraw,
+            )
+            service = OcrService(config, board, orchestrator, batcher, info)
+            try:
+                yield service
+            finally:
+                service._closing = True
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        single = _single_error(group)
+        if single is None:
+            raise
+        raise single from single.__cause__  # keep its own cause; hide the wrapper

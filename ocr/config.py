@@ -127,10 +127,12 @@ class ProcessingConfig:
 
 @attrs.frozen
 class BatchingConfig:
-    #: "adaptive": flush at once when the device is idle, else fill up to the window.
-    #: "window": always wait for a full batch or the window.
+    #: "adaptive": send a batch when it is full or as soon as the device has room for it
+    #: (a lone request never waits while the device is idle; under load the crops that
+    #: arrive while a batch runs fill the next). "window": send when full or when the
+    #: oldest crop has waited window_ms. See benchmarks/batch_fill.py for the numbers.
     policy: str = "adaptive"
-    #: Longest a crop waits for companions before its batch is sent, milliseconds.
+    #: Window policy: longest a crop waits for companions before its batch is sent, ms.
     window_ms: float = 8.0
     #: Crops queued in the batcher at once (all languages); beyond it callers wait.
     max_queued_crops: int = 4096

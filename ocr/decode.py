@@ -26,6 +26,9 @@ ACCEPTED_MEDIA_TYPES = frozenset(
      "image/tiff", "image/tif"}
 )
 
+#: Smallest width and height accepted, pixels: the smallest legible glyph is about this tall.
+MIN_SIDE = 4
+
 # Pillow refuses images beyond twice this count with its own error; our limit is stricter
 # and checked first, so Pillow's guard only needs to stay out of the way.
 Image.MAX_IMAGE_PIXELS = None
@@ -62,8 +65,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
 
     Raises :class:`UnsupportedImageFormat` for real images in formats we do not accept,
     :class:`ImageTooLarge` when the header declares more than ``max_pixels`` pixels,
-    :class:`ImageTooSmall` for an empty image, and :class:`ImageDecodeError` for anything
-    that is not a readable image.
+    :class:`ImageTooSmall` for an image under ``MIN_SIDE`` pixels a side, and
+    :class:`ImageDecodeError` for anything that is not a readable image.
     """
     if not data:
         raise ImageDecodeError("the image is empty (0 bytes)")
@@ -89,6 +92,13 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         width, height = img.size
         if width <= 0 or height <= 0:
             raise ImageTooSmall("the image has no pixels")
+        if width < MIN_SIDE or height < MIN_SIDE:
+            # No text fits in fewer pixels; refusing is clearer than a 200 with no text,
+            # and spares the detector a 736 x 736 upscale of one pixel.
+            raise ImageTooSmall(
+                f"the image is {width}x{height} pixels; text needs at least "
+                f"{MIN_SIDE}x{MIN_SIDE}"
+            )
         if width * height > max_pixels:
             raise ImageTooLarge(
                 f"the image is {width}x{height} = {width * height} pixels; "

@@ -68,6 +68,15 @@ def _net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
         r = p.limit_side_len / max(h, w) if max(h, w) > p.limit_side_len else 1.0
     else:
         r = p.limit_side_len / min(h, w) if min(h, w) < p.limit_side_len else 1.0
+    # Scaling the short side up (limit_type "min") has no bound of its own: a tall thin
+    # image (5000 x 1 pixels, a few hundred bytes as a PNG) would become a 45 632 x 736
+    # network input, minutes of CPU and gigabytes of activations. Wide images are padded
+    # above (``_vertical_padding``); tall ones are capped here instead: the network input
+    # never holds more pixels than a square image at ``max_side_len`` does. Images of
+    # ordinary shape never reach the cap, so parity with RapidOCR is unaffected.
+    cap = float(max(p.max_side_len, p.limit_side_len)) ** 2
+    if h * r * w * r > cap:
+        r *= (cap / (h * r * w * r)) ** 0.5
     return _round32(int(h * r)), _round32(int(w * r))
 
 

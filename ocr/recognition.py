@@ -98,28 +98,53 @@ def ctc_greedy_decode(
     return results
 
 
+def _word_gaps(crop: np.ndarray) -> list[tuple[int, int]]:
+    """Column ranges ``[a, b)`` that hold no ink and are wide enough to be the space
+    between two words (about a quarter of the text height; gaps between letters are
+    narrower). Ink is any pixel far from the crop's median grey, so dark-on-light and
+    light-on-dark text both work."""
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    background = float(np.median(grey))
+    ink = (np.abs(grey.astype(np.float32) - background) > 48).mean(axis=0)
+    blank = np.r_[False, ink <= 0.01, False]
+    edges = np.flatnonzero(np.diff(blank.astype(np.int8)))
+    min_gap = max(2, int(round(crop.shape[0] * 0.22)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)
+            if b - a >= min_gap]
+
+
 def split_wide_crop(
     crop: np.ndarray, height: int, max_width: int, overlap: int = 16
 ) -> list[np.ndarray]:
     """Cut a line crop into pieces that each fit ``max_width`` once scaled to ``height``.
 
-    Pieces overlap by ``overlap`` model pixels so a character cut at one boundary is whole
-    in the next piece; :func:`join_pieces` removes the duplicated characters.
+    A cut goes into the gap between two words where there is one, and the next piece
+    starts at the gap before, so it repeats the piece's last word whole:
+    :func:`join_pieces` recognises the repeated word, and the space between the words
+    survives. Where there is no word gap (CJK lines, dense text) pieces overlap by
+    ``overlap`` model pixels so a character cut at one boundary is whole in the next.
     """
     h, w = crop.shape[:2]
     scaled_w = height * w / max(h, 1)
     if scaled_w <= max_width:
         return [crop]
-    step_model = max_width - overlap
     scale = h / height  # source pixels per model pixel
+    window = max_width * scale  # the widest piece, in source pixels
+    centres = [(a + b) // 2 for a, b in _word_gaps(crop)]
     pieces: list[np.ndarray] = []
-    start = 0.0
-    while True:
-        end = min(start + max_width * scale, w)
-        pieces.append(crop[:, int(start) : int(math.ceil(end))])
-        if end >= w:
-            break
-        start += step_model * scale
+    start = 0
+    while w - start > window:
+        fits = [c for c in centres if start + 0.5 * window <= c <= start + window]
+        if fits:
+            cut = fits[-1]
+            before = [c for c in centres if start + 0.1 * window < c < cut]
+            nxt = before[-1] if before else max(start + 1, int(cut - overlap * scale))
+        else:
+            cut = int(math.ceil(start + window))
+            nxt = max(start + 1, int(start + (max_width - overlap) * scale))
+        pieces.append(crop[:, start:cut])
+        start = nxt
+    pieces.append(crop[:, start:])
     return pieces
 
 
@@ -131,7 +156,7 @@ def join_pieces(texts: Sequence[tuple[str, float]]) -> tuple[str, float]:
     for text, conf in texts[1:]:
         total.append(conf)
         best = 0
-        for k in range(min(len(out), len(text), 8), 0, -1):
+        for k in range(min(len(out), len(text), 24), 0, -1):
             if out.endswith(text[:k]):
                 best = k
                 break

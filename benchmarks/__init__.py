@@ -1,0 +1,1 @@
+"""Benchmarks: load generator, baselines and tuning runs (scripts, not tests; see README.md)."""

@@ -1,0 +1,107 @@
+"""The baseline server: RapidOCR behind Python's own threaded HTTP server.
+
+This is deliberately the wrapper a user would write in ten minutes: one shared
+``RapidOCR()`` engine with its defaults, :class:`http.server.ThreadingHTTPServer` (one
+thread per connection, no admission limit, no batching), and the same JSON request and
+response shape as hailo-ocr's ``POST /v1/ocr/extract``, so ``benchmarks/load.py`` can
+drive both with the same client and compare them at the same concurrency.
+
+    python benchmarks/rapidocr_server.py --port 18080
+
+Routes: ``POST /v1/ocr/extract`` ({"image": base64 or data URI}), ``GET /health/ready``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def _image_bytes(value: str) -> bytes:
+    if value.startswith("data:"):
+        value = value.split(",", 1)[1]
+    return base64.b64decode(value, validate=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request per call; keep-alive so the client's connections are reused (as
+    Hypercorn reuses them), which keeps connection set-up out of both measurements."""
+
+    protocol_version = "HTTP/1.1"
+    engine: Any = None  # the shared RapidOCR instance, set in main()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        pass  # one line per request would cost more than it tells
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path in ("/health/ready", "/health"):
+            self._send(200, {"ready": True, "status": "ok"})
+        else:
+            self._send(404, {"success": False, "error": "not found", "code": "not_found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path != "/v1/ocr/extract":
+            self._send(404, {"success": False, "error": "not found", "code": "not_found"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            payload = json.loads(self.rfile.read(length))
+            image = _image_bytes(payload["image"])
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            self._send(400, {"success": False, "error": "bad request", "code": "bad_request"})
+            return
+        t0 = time.perf_counter()
+        try:
+            result = self.engine(image)
+        except Exception as exc:  # the wrapper a user writes: any failure is a 500
+            self._send(500, {"success": False, "error": str(exc), "code": "internal"})
+            return
+        elapsed = (time.perf_counter() - t0) * 1000
+        txts = list(result.txts or ())
+        boxes = [] if result.boxes is None else result.boxes.tolist()
+        scores = list(result.scores or ())
+        regions = [
+            {"text": t, "confidence": float(s), "bbox": b, "type": "text"}
+            for t, s, b in zip(txts, scores, boxes, strict=False)
+        ]
+        self._send(
+            200,
+            {"success": True, "text": "\n".join(txts), "regions": regions,
+             "performance": {"total_time_ms": round(elapsed, 2)}},
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=18080)
+    args = ap.parse_args(argv)
+    from rapidocr import RapidOCR
+
+    # Defaults for everything that changes the OCR; only the log level is quietened.
+    Handler.engine = RapidOCR(params={"Global.log_level": "error"})
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,608 @@
+"""The NPU backend: compiled PaddleOCR models (HEF files) on a Hailo NPU through HailoRT.
+
+Written against HailoRT's Python API (``hailo_platform``, 4.23 for Hailo-8 and 5.x for
+Hailo-10H), which is imported only when the backend loads: the project imports, and the
+CPU backend runs, on hosts without it.
+
+**One VDevice per process.** The VDevice is opened with the round-robin scheduler and the
+configured group id (``hailo_models.group_id``, default ``"SHARED"``). HailoRT's own
+default group, ``"UNIQUE"``, takes the whole device, so a second NPU service on the host
+fails with ``HAILO_OUT_OF_PHYSICAL_DEVICES`` (74); processes that use the same group id
+share the NPU through HailoRT's scheduler. The VDevice lives in a small process-wide
+registry so that every backend instance in the process shares it (a second ``UNIQUE``
+VDevice in the same process would fail the same way). It is released when its last user
+closes, and a VDevice that saw a device fault is never handed out again: the reload after
+a lost device opens a fresh one.
+
+**Models.** ``create_infer_model(hef)``, ``set_batch_size`` before ``configure()``, inputs
+as raw ``UINT8`` RGB frames (the chip normalises), outputs as ``FLOAT32``. Shapes are read
+from the model (per frame, no batch axis), never assumed, and published as fixed-size
+:class:`~npu.backend.ModelSpec` s so the pipeline letterboxes detection input (pad 114)
+and pads recognition crops to the model's width (pad 128), as Hailo's example does. A
+batch shorter than the batch size is sent as is (a list of bindings is a batch): no black
+frames are added.
+
+**Inference** bridges HailoRT's callback API into Trio: binding the buffers,
+``wait_for_async_ready`` (which blocks, with the GIL released) and ``run_async`` run in a
+worker thread; the completion callback, called on a HailoRT thread, hands the status back
+to the Trio loop with ``TrioToken.run_sync_soon`` and the waiting task wakes. Every wait is
+bounded by ``hailo_models.timeout_ms``.
+
+**Errors** are classified by HailoRT status (:mod:`npu.hailo_errors`): a busy device at
+start-up is :class:`~npu.errors.DeviceBusy` naming the group id and the fix; a timeout
+while waiting for the device is retried once, then :class:`~npu.errors.DeviceTimeout`; a
+lost device (communication closed, RPC failed, driver timeout, ...) is
+:class:`~npu.errors.DeviceLost`, after which the NPU owner reloads the backend.
+
+**Outputs.** Detection gives the ``(N, H, W)`` probability map. Recognition gives
+``(N, T, C)`` class probabilities: at load one frame of padding is run through each
+model, and if its rows are not probability distributions (values outside [0, 1] or rows
+not summing to 1) the model outputs logits and a softmax is applied after each call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import trio
+
+from ocr.config import Config, HailoModelsConfig
+
+from .backend import BackendInfo, ModelSpec
+from .errors import (
+    BackendUnavailable,
+    DeviceFault,
+    DeviceLost,
+    DeviceTimeout,
+    InferenceError,
+    ModelLoadError,
+)
+from .hailo_charsets import charset_for, check_classes
+from .hailo_errors import (
+    RETRYABLE,
+    classify,
+    describe,
+    is_hailort_error,
+    status_of,
+)
+from .models import resolve_model_path
+
+log = logging.getLogger("hailo_ocr.hailo")
+
+DET_PAD_VALUE = 114  # Hailo's letterbox grey for ocr_det.hef
+REC_PAD_VALUE = 128  # Hailo's right padding for ocr.hef crops
+DEFAULT_JOBS_IN_FLIGHT = 2  # detection of one image pipelines with recognition of another
+DEVICE_NODE = "/dev/hailo0"
+LOAD_JOB_TIMEOUT_MS = 30000  # the warm-up job at load (first job of a freshly loaded model)
+
+INSTALL_HINT = (
+    "the Hailo backend needs HailoRT's Python bindings (the hailo_platform module), which "
+    "are not installed for this Python. On a Raspberry Pi 5 with an AI HAT+ 2 (Hailo-10H): "
+    "`sudo apt install hailo-h10-all` (HailoRT, driver, firmware and python3-hailort); with "
+    "a Hailo-8/8L AI HAT+ or AI Kit: `sudo apt install hailo-all`. Elsewhere install the "
+    "`hailort` .deb and the matching hailort Python wheel from the Hailo Developer Zone. "
+    "If hailo-ocr runs in a virtualenv, create it with --system-site-packages so it sees "
+    "the system's hailo_platform. Or run with --backend onnx (CPU)."
+)
+
+
+def _import_hailo() -> Any:
+    try:
+        import hailo_platform
+    except ImportError as exc:
+        raise BackendUnavailable(f"{INSTALL_HINT} (import error: {exc})") from exc
+    return hailo_platform
+
+
+# --- the process-wide VDevice ---------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class SharedVDevice:
+    """The process's VDevice and who uses it."""
+
+    vdevice: Any
+    key: tuple[str, str | None, bool]  # (group id, device id, multi-process service)
+    device_ids: tuple[str, ...]
+    users: int = 0
+    broken: bool = False
+
+
+_vdevice_lock = threading.Lock()
+_current: SharedVDevice | None = None
+
+
+def acquire_vdevice(hp: Any, cfg: HailoModelsConfig) -> SharedVDevice:
+    """The process's VDevice, opened on first use (or after the last one broke)."""
+    global _current
+    key = (cfg.group_id, cfg.device, cfg.multi_process_service)
+    with _vdevice_lock:
+        cur = _current
+        if cur is not None and not cur.broken:
+            if cur.key != key:
+                raise DeviceFault(
+                    f"this process already holds a VDevice opened with {cur.key}; "
+                    f"cannot open another with {key}"
+                )
+            cur.users += 1
+            return cur
+        params = hp.VDevice.create_params()
+        params.scheduling_algorithm = hp.HailoSchedulingAlgorithm.ROUND_ROBIN
+        params.group_id = cfg.group_id
+        if cfg.multi_process_service:
+            params.multi_process_service = True
+        if cfg.device:
+            # Through the params, not VDevice(device_ids=...): that argument replaces the
+            # params (and with them the scheduler and group id).
+            params.device_ids = [cfg.device]
+        try:
+            vdevice = hp.VDevice(params)
+        except Exception as exc:
+            if not is_hailort_error(exc):
+                raise
+            err = classify(exc, phase="open", group_id=cfg.group_id, what="opening the NPU")
+            if cfg.multi_process_service and status_of(exc) not in (73, 74):
+                raise type(err)(
+                    f"{err}. hailo_models.multi_process_service is true: that is how Hailo-8 "
+                    f"processes share the device (it needs the hailort service running: "
+                    f"`sudo systemctl enable --now hailort.service`); Hailo-10H rejects it, "
+                    f"so set it to false there and share through the group id"
+                ) from exc
+            raise err from exc
+        try:
+            ids = tuple(str(i) for i in vdevice.get_physical_devices_ids())
+        except Exception:  # informational only (and not offered through every service)
+            ids = (cfg.device,) if cfg.device else ()
+        shared = SharedVDevice(vdevice=vdevice, key=key, device_ids=ids, users=1)
+        _current = shared
+        return shared
+
+
+def mark_broken(shared: SharedVDevice) -> None:
+    """The device behind ``shared`` is gone: from now on nobody is handed this VDevice."""
+    global _current
+    with _vdevice_lock:
+        shared.broken = True
+        if _current is shared:
+            _current = None
+
+
+def release_vdevice(shared: SharedVDevice, *, broken: bool) -> None:
+    """Drop one use; release the VDevice when unused, and never reuse a broken one."""
+    global _current
+    with _vdevice_lock:
+        shared.users -= 1
+        shared.broken = shared.broken or broken
+        if _current is shared and (shared.broken or shared.users <= 0):
+            _current = None
+        if shared.users <= 0:
+            try:
+                shared.vdevice.release()
+            except Exception as exc:  # a lost device may fail to release: nothing to do
+                log.warning("releasing the VDevice failed: %s", describe(exc))
+
+
+# --- models --------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Model:
+    """One configured HEF."""
+
+    path: Path
+    infer_model: Any
+    configured: Any
+    input_shape: tuple[int, ...]  # per frame, e.g. (48, 320, 3)
+    output_shape: tuple[int, ...]  # per frame, as the HEF gives it, e.g. (1, 40, 97)
+    batch_size: int
+    queue_size: int
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    activation: str = "none"  # "softmax" / "sigmoid" when the HEF outputs raw scores
+    jobs: set = attrs.field(factory=set)  # AsyncInferJob s not yet completed
+
+    @property
+    def chunk(self) -> int:
+        """Most frames per ``run_async``: the batch size, within the async queue."""
+        return max(1, min(self.batch_size, self.queue_size))
+
+
+@attrs.define(eq=False)
+class _Completion:
+    """Where a finished job's status lands, on the Trio side."""
+
+    model: _Model
+    event: trio.Event = attrs.field(factory=trio.Event)
+    error: BaseException | None = None
+    job: Any = None
+
+    def set(self, error: BaseException | None) -> None:
+        self.error = error
+        self.event.set()
+        if self.job is not None:  # launched, and possibly abandoned by a cancelled caller
+            self.model.jobs.discard(self.job)
+
+
+class _Retry(Exception):
+    """A transient status (timeout, queue full) worth one more try."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(describe(cause))
+        self.cause = cause
+
+
+def _shape(stream: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in stream.shape)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def _looks_like_probabilities(out: np.ndarray, *, rows: bool) -> bool:
+    """True when ``out`` holds probabilities (rows summing to 1 for a class output)."""
+    if out.size == 0 or not np.isfinite(out).all():
+        return False
+    if out.min() < -0.02 or out.max() > 1.02:
+        return False
+    if not rows:
+        return True
+    sums = out.reshape(-1, out.shape[-1]).sum(axis=1)
+    # Float outputs are dequantised from 8 or 16 bits: allow the rounding.
+    return float(np.median(np.abs(sums - 1.0))) < 0.1
+
+
+class HailoBackend:
+    """Runs the compiled detection and recognition models on a Hailo NPU."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._cfg = config.hailo_models
+        self._timeout_ms = max(1, int(self._cfg.timeout_ms))
+        self._shared: SharedVDevice | None = None
+        self._models: dict[str, _Model] = {}
+        self._by_path: dict[Path, _Model] = {}
+        self._faulted = False
+        self._closed = False
+        self._info: BackendInfo | None = None
+
+    # -- loading ----------------------------------------------------------------------
+    def load(self) -> BackendInfo:
+        hp = _import_hailo()
+        cfg = self._cfg
+        version = str(getattr(hp, "__version__", "unknown"))
+        self._shared = acquire_vdevice(hp, cfg)
+        try:
+            return self._load_models(hp, version)
+        except BaseException:
+            self._faulted = True  # do not hand a half-configured VDevice to the next load
+            self.close()
+            raise
+
+    def _load_models(self, hp: Any, version: str) -> BackendInfo:
+        cfg, base = self._cfg, self._config.base_dir
+        assert self._shared is not None
+        ids = ", ".join(self._shared.device_ids)
+        # The service reports the device node, as the seed service did, when there is the
+        # usual single one; otherwise HailoRT's device id (what hailo_models.device takes).
+        device = DEVICE_NODE if cfg.device is None and os.path.exists(DEVICE_NODE) else ids
+        device = device or DEVICE_NODE
+        log.info(
+            "HailoRT %s: VDevice on %s (%s), group id %r, scheduler round-robin%s",
+            version, device, ids or "device id unknown", cfg.group_id,
+            ", multi-process service" if cfg.multi_process_service else "",
+        )
+        specs: list[ModelSpec] = []
+
+        det_path = resolve_model_path(cfg.detection_hef, base, cfg.search_paths)
+        det = self._open(hp, det_path, cfg.batch_size_det)
+        if len(det.input_shape) != 3 or det.input_shape[2] != 3:
+            raise ModelLoadError(
+                f"{det_path.name}: expected an HxWx3 RGB input, the HEF has {det.input_shape}"
+            )
+        det_map = tuple(d for d in det.output_shape if d != 1)
+        if len(det_map) != 2:
+            raise ModelLoadError(
+                f"{det_path.name}: expected a one-channel probability map, the HEF outputs "
+                f"{det.output_shape}"
+            )
+        self._models["detection"] = det
+        specs.append(
+            ModelSpec(
+                id="detection", kind="detection", name=det_path.name, policy="fixed",
+                layout="nhwc_uint8_rgb", height=det.input_shape[0], width=det.input_shape[1],
+                batch_size=det.chunk, fixed_batch=False, output_shape=det_map,
+                pad_value=DET_PAD_VALUE,
+            )
+        )
+
+        for lang in self._config.ocr.languages:
+            hef = cfg.recognition_hefs.get(lang)
+            if hef is None:
+                log.warning(
+                    "no recognition HEF for language %r (hailo_models.recognition_hefs); "
+                    "it is not offered", lang,
+                )
+                continue
+            path = resolve_model_path(hef, base, cfg.search_paths)
+            model = self._by_path.get(path) or self._open(hp, path, cfg.batch_size_rec)
+            if len(model.input_shape) != 3 or model.input_shape[2] != 3:
+                raise ModelLoadError(
+                    f"{path.name}: expected an HxWx3 RGB input, the HEF has {model.input_shape}"
+                )
+            charset = charset_for(lang, cfg.character_lists.get(lang), base, cfg.search_paths)
+            classes = model.output_shape[-1]
+            check_classes(charset, classes, path.name, lang)
+            steps = math.prod(model.output_shape[:-1])
+            model_id = f"recognition_{lang}"
+            self._models[model_id] = model
+            specs.append(
+                ModelSpec(
+                    id=model_id, kind="recognition", name=path.name, policy="fixed",
+                    layout="nhwc_uint8_rgb", height=model.input_shape[0],
+                    width=model.input_shape[1], batch_size=model.chunk, fixed_batch=False,
+                    language=lang, charset=charset, output_shape=(steps, classes),
+                    pad_value=REC_PAD_VALUE,
+                )
+            )
+        if not any(s.kind == "recognition" for s in specs):
+            raise ModelLoadError(
+                "no recognition model: none of ocr.languages "
+                f"({', '.join(self._config.ocr.languages)}) has a HEF in "
+                "hailo_models.recognition_hefs"
+            )
+
+        for model, pad, rows in [(det, DET_PAD_VALUE, False)] + [
+            (m, REC_PAD_VALUE, True) for m in self._by_path.values() if m is not det
+        ]:
+            self._decide_activation(model, pad, rows=rows)
+
+        jobs = self._config.backend.max_jobs_in_flight or DEFAULT_JOBS_IN_FLIGHT
+        self._info = BackendInfo(
+            kind="hailo", device=device, runtime_version=f"HailoRT {version}",
+            models=tuple(specs), max_jobs_in_flight=jobs,
+        )
+        return self._info
+
+    def _open(self, hp: Any, path: Path, batch_size: int) -> _Model:
+        assert self._shared is not None
+        try:
+            infer_model = self._shared.vdevice.create_infer_model(str(path))
+            infer_model.set_batch_size(int(batch_size))
+            infer_model.input().set_format_type(hp.FormatType.UINT8)
+            infer_model.output().set_format_type(hp.FormatType.FLOAT32)
+            input_shape = _shape(infer_model.input())
+            output_shape = _shape(infer_model.output())
+            in_format = infer_model.input().format
+            out_format = infer_model.output().format
+            configured = infer_model.configure()
+        except Exception as exc:
+            err = classify(exc, phase="load", group_id=self._cfg.group_id, what=f"loading {path}")
+            if status_of(exc) == 6:  # HAILO_INVALID_OPERATION from configure()
+                err = ModelLoadError(
+                    f"{err}; HailoRT refuses a batch size larger than the model's queue: "
+                    f"try a smaller hailo_models.batch_size_rec / batch_size_det (now {batch_size})"
+                )
+            raise err from exc
+        try:
+            queue_size = int(configured.get_async_queue_size())
+        except Exception:
+            queue_size = int(batch_size)
+        model = _Model(
+            path=path, infer_model=infer_model, configured=configured, input_shape=input_shape,
+            output_shape=output_shape, batch_size=int(batch_size), queue_size=queue_size,
+        )
+        self._by_path[path] = model
+        log.info(
+            "loaded %s: input %s %s, output %s %s, batch size %d, async queue %d",
+            path.name, input_shape, _format_str(in_format), output_shape,
+            _format_str(out_format), batch_size, queue_size,
+        )
+        return model
+
+    def _decide_activation(self, model: _Model, pad: int, *, rows: bool) -> None:
+        """Run one frame of padding (which also warms the model up) and see whether the
+        HEF ends in its softmax/sigmoid or leaves it to us."""
+        frame = np.full((1, *model.input_shape), pad, dtype=np.uint8)
+        out = np.empty((1, *model.output_shape), dtype=np.float32)
+        self._run_blocking(model, frame, out)
+        if _looks_like_probabilities(out, rows=rows):
+            model.activation = "none"
+        else:
+            model.activation = "softmax" if rows else "sigmoid"
+        log.info(
+            "%s outputs %s", model.path.name,
+            "probabilities" if model.activation == "none"
+            else f"raw scores: applying {model.activation} on the host",
+        )
+
+    # -- running a job ------------------------------------------------------------------
+    def _launch(
+        self, model: _Model, frames: np.ndarray, out: np.ndarray, callback: Callable[..., None],
+        timeout_ms: int | None = None,
+    ) -> Any:
+        """Bind buffers, wait for room, start the job. Blocking: runs in a worker thread.
+
+        The model's lock keeps the wait and the launch together, so two callers cannot
+        both see room for their frames and then overfill the queue."""
+        timeout_ms = timeout_ms or self._timeout_ms
+        if not model.lock.acquire(timeout=timeout_ms / 1000.0):
+            raise _Retry(DeviceTimeout(f"{model.path.name}: another launch holds the model"))
+        try:
+            configured = model.configured
+            if configured is None:
+                raise DeviceFault(f"{model.path.name} is closed")
+            try:
+                bindings = []
+                for i in range(len(frames)):
+                    b = configured.create_bindings()
+                    b.input().set_buffer(frames[i])
+                    b.output().set_buffer(out[i])
+                    bindings.append(b)
+            except Exception as exc:
+                if not is_hailort_error(exc):
+                    raise InferenceError(f"{model.path.name}: {exc}") from exc
+                raise classify(exc, phase="launch", what=model.path.name) from exc
+            try:
+                configured.wait_for_async_ready(timeout_ms=timeout_ms, frames_count=len(frames))
+                job = configured.run_async(bindings, callback)
+            except Exception as exc:
+                if is_hailort_error(exc) and status_of(exc) in RETRYABLE:
+                    raise _Retry(exc) from exc
+                if not is_hailort_error(exc):
+                    raise
+                raise classify(exc, phase="launch", what=model.path.name) from exc
+            model.jobs.add(job)
+            return job
+        finally:
+            model.lock.release()
+
+    def _run_blocking(self, model: _Model, frames: np.ndarray, out: np.ndarray) -> None:
+        """One job from a plain thread (used at load, before there is a Trio caller).
+
+        Bounded by at least :data:`LOAD_JOB_TIMEOUT_MS`: a model's first job also pays for
+        loading it onto the device, which may take longer than a request's bound."""
+        timeout_ms = max(self._timeout_ms, LOAD_JOB_TIMEOUT_MS)
+        done = threading.Event()
+        box: list[BaseException | None] = []
+
+        def on_done(completion_info: Any) -> None:
+            box.append(completion_info.exception)
+            done.set()
+
+        for attempt in (1, 2):
+            try:
+                job = self._launch(model, frames, out, on_done, timeout_ms)
+                break
+            except _Retry as retry:
+                if attempt == 2:
+                    raise self._fault(DeviceTimeout(
+                        f"{model.path.name}: the NPU had no room for a job within "
+                        f"{timeout_ms} ms, twice ({retry})"
+                    )) from retry.cause
+        if not done.wait(timeout_ms / 1000.0):
+            raise self._fault(DeviceTimeout(
+                f"{model.path.name}: no answer from the NPU within {timeout_ms} ms"
+            ))
+        model.jobs.discard(job)
+        if box and box[0] is not None:
+            raise self._fault(classify(box[0], phase="complete", what=model.path.name))
+
+    async def _run_once(self, model: _Model, frames: np.ndarray, out: np.ndarray) -> None:
+        token = trio.lowlevel.current_trio_token()
+        completion = _Completion(model)
+
+        def on_done(completion_info: Any) -> None:  # on a HailoRT thread: hand over, quickly
+            try:
+                token.run_sync_soon(completion.set, completion_info.exception)
+            except trio.RunFinishedError:
+                pass  # the service stopped; nobody waits for this job any more
+
+        job = await trio.to_thread.run_sync(
+            self._launch, model, frames, out, on_done, abandon_on_cancel=True
+        )
+        completion.job = job
+        if completion.event.is_set():  # it finished before the launching thread returned
+            model.jobs.discard(job)
+        with trio.move_on_after(self._timeout_ms / 1000.0) as scope:
+            await completion.event.wait()
+        if scope.cancelled_caught:
+            raise self._fault(DeviceTimeout(
+                f"{model.path.name}: a job of {len(frames)} frame(s) did not complete within "
+                f"{self._timeout_ms} ms"
+            ))
+        if completion.error is not None:
+            raise self._fault(classify(completion.error, phase="complete", what=model.path.name))
+
+    async def _run_chunk(self, model: _Model, frames: np.ndarray, out: np.ndarray) -> None:
+        try:
+            await self._run_once(model, frames, out)
+            return
+        except _Retry as retry:
+            log.warning("%s: %s; retrying once", model.path.name, retry)
+        try:
+            await self._run_once(model, frames, out)
+        except _Retry as retry:
+            raise self._fault(DeviceTimeout(
+                f"{model.path.name}: the NPU had no room for a job within {self._timeout_ms} "
+                f"ms, twice; another process may be monopolising it ({retry})"
+            )) from retry.cause
+
+    def _fault(self, exc: Exception) -> Exception:
+        if isinstance(exc, DeviceFault):
+            self._faulted = True
+        if isinstance(exc, DeviceLost) and self._shared is not None:
+            mark_broken(self._shared)
+        return exc
+
+    async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
+        model = self._models.get(model_id)
+        if model is None:
+            raise InferenceError(f"model {model_id} is not loaded")
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8 or batch.shape[1:] != model.input_shape:
+            raise InferenceError(
+                f"{model_id} takes uint8 frames of {model.input_shape}, got {batch.dtype} "
+                f"{batch.shape[1:]}"
+            )
+        if not (batch.flags.c_contiguous and batch.flags.writeable):
+            batch = np.array(batch, order="C")  # HailoRT binds buffers zero-copy
+        n = batch.shape[0]
+        out = np.empty((n, *model.output_shape), dtype=np.float32)
+        for start in range(0, n, model.chunk):
+            end = min(n, start + model.chunk)
+            await self._run_chunk(model, batch[start:end], out[start:end])
+        if model_id == "detection":
+            prob = out.reshape(n, *(d for d in model.output_shape if d != 1))
+            if model.activation == "sigmoid":
+                prob = 1.0 / (1.0 + np.exp(-prob))
+            return prob
+        probs = out.reshape(n, -1, model.output_shape[-1])
+        if model.activation == "softmax":
+            probs = await trio.to_thread.run_sync(_softmax, probs)
+        return probs
+
+    # -- closing --------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        wait_ms = min(self._timeout_ms, 2000)
+        for model in list(self._by_path.values()):
+            for job in list(model.jobs):
+                try:  # let the device finish with our buffers before the model goes
+                    job.wait(wait_ms)
+                except Exception:
+                    pass
+            model.jobs.clear()
+            configured, model.configured = model.configured, None
+            if configured is not None:
+                try:
+                    configured.shutdown()
+                except Exception as exc:
+                    log.debug("shutting %s down: %s", model.path.name, describe(exc))
+        self._models.clear()
+        self._by_path.clear()
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            release_vdevice(shared, broken=self._faulted)
+
+
+def _format_str(fmt: Any) -> str:
+    try:
+        return f"{fmt.type.name}/{fmt.order.name}"
+    except AttributeError:
+        return str(fmt)
+
+
+__all__ = ["INSTALL_HINT", "HailoBackend", "SharedVDevice", "acquire_vdevice", "release_vdevice"]

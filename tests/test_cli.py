@@ -1,0 +1,142 @@
+"""The ``hailo-ocr`` command line: help, config --print, extract (in-process actor tree)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers_server import text_image, words_of
+
+from ocr.config import config_to_dict, load_config
+from web.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("HAILO_OCR_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fast_cfg(tmp_path) -> str:
+    """Detection sized for the small synthetic images (keeps these tests quick)."""
+    path = tmp_path / "fast.yaml"
+    path.write_text("ocr:\n  det_limit_type: max\n  det_limit_side_len: 960\n")
+    return str(path)
+
+
+def test_help_explains_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "extract", "config"):
+        assert command in out
+    for command, flags in (
+        ("serve", ["--config", "--host", "--port", "--backend", "SIGTERM"]),
+        ("extract", ["IMAGE", "--lang", "--json", "--config"]),
+        ("config", ["--print", "--config"]),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for flag in flags:
+            assert flag in text, (command, flag)
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().out
+
+
+def test_config_print_is_the_effective_configuration(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server:\n  port: 12000\nbatching:\n  window_ms: 3\n")
+    monkeypatch.setenv("HAILO_OCR_LANGUAGES", "en")
+    assert main(["config", "--print", "--config", str(cfg)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["server"]["port"] == 12000
+    assert printed["batching"]["window_ms"] == 3.0
+    assert printed["ocr"]["languages"] == ["en"]
+    assert printed["backend"]["type"] == "onnx"
+    # The printed YAML is itself a valid configuration that means the same thing.
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(printed))
+    assert config_to_dict(load_config(again, env={})) == printed
+
+
+def test_config_errors_exit_2_with_a_message(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ocr:\n  languagez: [en]\n")
+    assert main(["config", "--print", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "languagez" in err and "allowed" in err
+
+
+def test_example_config_covers_every_key():
+    example = REPO / "config.example.yaml"
+    config = load_config(example, env={})
+    documented = yaml.safe_load(example.read_text())
+    defaults = config_to_dict(load_config(env={}))
+    assert set(documented) == set(defaults)
+    for section, keys in defaults.items():
+        assert set(documented[section]) == set(keys), section
+    # The example changes nothing: it documents the defaults.
+    assert config_to_dict(config) == defaults
+    text = example.read_text()
+    assert text.count("#") > 40, "every key is commented"
+
+
+def test_extract_prints_the_text_of_each_image(tmp_path, capsys, fast_cfg):
+    a = tmp_path / "a.png"
+    a.write_bytes(text_image(["HELLO WORLD"]))
+    b = tmp_path / "b.jpg"
+    b.write_bytes(text_image(["ORANGE", "PURPLE"], fmt=".jpg"))
+    assert main(["extract", str(a), str(b), "--lang", "en", "--config", fast_cfg]) == 0
+    out = capsys.readouterr().out
+    assert f"==> {a} <==\nHELLO WORLD\n" in out
+    assert f"==> {b} <==\nORANGE\nPURPLE\n" in out
+
+
+def test_extract_json_matches_the_api_shape(tmp_path, capsys, fast_cfg):
+    a = tmp_path / "a.png"
+    a.write_bytes(text_image(["GARDEN"]))
+    assert main(["extract", str(a), "--json", "-c", fast_cfg]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["success"] is True and words_of(doc["text"]) == ["GARDEN"]
+    assert doc["file"] == str(a)
+    assert set(doc) >= {"regions", "languages_detected", "statistics", "performance", "hailo_info"}
+    assert doc["hailo_info"]["device"] is None
+
+
+def test_extract_reports_bad_files_and_exits_1(tmp_path, capsys, fast_cfg):
+    good = tmp_path / "good.png"
+    good.write_bytes(text_image(["HELLO"]))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    code = main(["extract", str(tmp_path / "missing.png"), str(junk), str(good), "--json",
+                 "--config", fast_cfg])
+    assert code == 1
+    captured = capsys.readouterr()
+    docs = [json.loads(line) for line in captured.out.splitlines()]
+    assert [d.get("code") for d in docs] == ["file_unreadable", "invalid_image", None]
+    assert docs[2]["success"] is True and docs[2]["text"] == "HELLO"
+    assert "missing.png" in captured.err and "invalid_image" in captured.err
+
+
+def test_extract_unknown_language_fails_cleanly(tmp_path, capsys, fast_cfg):
+    a = tmp_path / "a.png"
+    a.write_bytes(text_image(["HELLO"]))
+    assert main(["extract", str(a), "--lang", "fr", "--config", fast_cfg]) == 1
+    assert "unsupported_language" in capsys.readouterr().err
+
+
+def test_parser_has_the_documented_commands():
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--port", "8080", "--backend", "hailo"])
+    assert (args.command, args.port, args.backend) == ("serve", 8080, "hailo")

@@ -1,0 +1,173 @@
+"""The Quart-Trio application factory and the actor tree's lifecycle.
+
+The actor tree (``open_ocr_service``) is an async context manager: it must be entered and
+left by the same task. Quart-Trio's lifespan handler gives the app a nursery
+(``app.nursery``) that lives exactly as long as the app serves, so ``before_serving``
+starts one *service holder* task there with ``nursery.start``: it enters the tree,
+reports started once the models are loaded (so the server only listens once it can
+answer), and then waits for ``after_serving`` to ask it to leave. Leaving drains the
+requests still in flight (bounded by ``server.shutdown_grace_s``) and cancels the tree.
+
+Route modules each have a ``register(app)`` function; the factory calls them in turn, so
+a new feature adds one line here and nothing else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+import trio
+from quart import request, websocket
+from quart_trio import QuartTrio
+
+from actors.errors import NotReady
+from actors.service import OcrService, open_ocr_service
+from npu.backend import Backend
+from ocr.config import Config
+
+from . import errors
+from .errors import ApiError
+
+log = logging.getLogger("hailo_ocr.web")
+
+#: Routes anyone may call, even when ``server.auth_token`` is set (liveness probes).
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+class AppState:
+    """What the routes need: the configuration and, while serving, the service."""
+
+    def __init__(self, config: Config, make_backend: Callable[[], Backend] | None) -> None:
+        self.config = config
+        self.make_backend = make_backend
+        self.service: OcrService | None = None
+        self.started_at = time.monotonic()
+        self.loading = False
+        #: Set when shutdown begins: websockets close once their images are done.
+        self.shutting_down = trio.Event()
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    def require_service(self) -> OcrService:
+        """The running service, or NotReady (503) while the models load."""
+        if self.service is None:
+            reason = "models_loading" if self.loading else "not_started"
+            raise NotReady(f"the service is not ready ({reason})", reason)
+        return self.service
+
+    def begin_shutdown(self) -> None:
+        """From now on new requests get 503 shutting_down; those in flight go on."""
+        self.shutting_down.set()
+        if self.service is not None:
+            self.service.begin_shutdown()
+
+    async def run_service(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.loading = True
+        try:
+            async with open_ocr_service(self.config, self.make_backend) as service:
+                self.service = service
+                self.loading = False
+                _log_loaded(service)
+                task_status.started()
+                await self._stop.wait()
+                self.begin_shutdown()
+                with trio.move_on_after(self.config.server.shutdown_grace_s) as scope:
+                    await service.wait_idle()
+                if scope.cancelled_caught:
+                    log.warning(
+                        "%d request(s) still in flight after the %.1f s grace period; cancelling",
+                        service.statistics().requests_in_flight,
+                        self.config.server.shutdown_grace_s,
+                    )
+        finally:
+            self.loading = False
+            self._stopped.set()
+            log.info("OCR service stopped")
+
+    async def stop_service(self) -> None:
+        self._stop.set()
+        with trio.move_on_after(self.config.server.shutdown_grace_s + 5.0):
+            await self._stopped.wait()
+
+
+def _log_loaded(service: OcrService) -> None:
+    info = service.info
+    models = ", ".join(f"{m.id}={m.name}" for m in info.models)
+    log.info(
+        "backend %s loaded (device %s, runtime %s); models: %s; languages: %s",
+        info.kind, info.device or "cpu", info.runtime_version, models, ", ".join(info.languages),
+    )
+
+
+def get_state(app: QuartTrio) -> AppState:
+    return app.extensions["hailo_ocr"]
+
+
+def _check_token(config: Config, header: str | None) -> None:
+    token = config.server.auth_token
+    if not token:
+        return
+    scheme, _, given = (header or "").partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), token.encode("utf-8")
+    )
+    if not ok:
+        raise ApiError(
+            401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
+            headers={"WWW-Authenticate": 'Bearer realm="hailo-ocr"'},
+        )
+
+
+def create_app(
+    config: Config, make_backend: Callable[[], Backend] | None = None
+) -> QuartTrio:
+    """Build the app for ``config``. The actor tree starts when the app starts serving
+    (Hypercorn, or ``app.test_app()`` in tests) and stops when it stops."""
+    from . import cache_routes, metrics, openapi, page, routes, ws
+
+    app = QuartTrio("hailo_ocr")
+    app.config.update(
+        MAX_CONTENT_LENGTH=config.server.max_body_bytes,
+        MAX_FORM_MEMORY_SIZE=config.server.max_body_bytes,
+        RESPONSE_TIMEOUT=config.server.request_timeout_s + 30.0,
+        BODY_TIMEOUT=max(60.0, config.server.request_timeout_s),
+        BACKGROUND_TASK_SHUTDOWN_TIMEOUT=config.server.shutdown_grace_s + 10.0,
+    )
+    app.json.sort_keys = False  # keep the SPEC's field order
+    app.json.ensure_ascii = False  # Chinese text stays readable in responses
+    state = AppState(config, make_backend)
+    app.extensions["hailo_ocr"] = state
+
+    @app.before_serving
+    async def _start_service() -> None:
+        await app.nursery.start(state.run_service)
+
+    @app.after_serving
+    async def _stop_service() -> None:
+        await state.stop_service()
+
+    @app.before_request
+    async def _auth_http() -> None:
+        if request.path not in PUBLIC_PATHS and not page.is_public(request.path):
+            _check_token(config, request.headers.get("Authorization"))
+
+    @app.before_websocket
+    async def _auth_ws() -> None:
+        # Browsers cannot set headers on a WebSocket: the page sends ?token= instead.
+        query_token = websocket.args.get("token")
+        header = websocket.headers.get("Authorization")
+        _check_token(config, f"Bearer {query_token}" if query_token and not header else header)
+
+    errors.register(app)
+    routes.register(app)
+    ws.register(app)
+    openapi.register(app)
+    page.register(app)
+    cache_routes.register(app, config)
+    metrics.install_metrics(app, lambda: state.service, lambda: cache_routes.cache_of(app))
+    return app

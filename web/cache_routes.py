@@ -1,0 +1,57 @@
+"""The optional result cache, as the web layer uses it, and ``GET /cache/stats``.
+
+The cache itself (:mod:`actors.cache`) is a plain LRU; this module decides what goes in:
+only successful results, keyed by the image bytes and the languages asked for. Errors are
+never cached, so a transient device fault is not replayed to the next client. A hit skips
+the service entirely (no admission slot, no NPU time), which is the point of the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, current_app
+
+from actors.cache import ResultCache, cache_key
+from actors.messages import OcrRequest, OcrResult
+
+bp = Blueprint("cache", __name__)
+
+EXTENSION = "result_cache"
+
+
+def cache_of(app: Any) -> ResultCache[OcrResult] | None:
+    return app.extensions.get(EXTENSION)
+
+
+async def extract_with_cache(app: Any, service: Any, request: OcrRequest) -> tuple[OcrResult, bool]:
+    """``service.extract(request)``, through the app's cache when it is on.
+    Returns the result and whether it came from the cache."""
+    cache = cache_of(app)
+    if cache is None or not cache.enabled:
+        return await service.extract(request), False
+    key = cache_key(request.image, request.languages)
+    hit = cache.get(key)
+    if hit is not None:
+        metrics = app.extensions.get("metrics")
+        if metrics is not None:
+            metrics.observe_result(hit, cached=True)
+        return hit, True
+    result = await service.extract(request)
+    cache.put(key, result)
+    return result, False
+
+
+@bp.get("/cache/stats")
+async def cache_stats() -> dict[str, Any]:
+    cache = cache_of(current_app)
+    assert cache is not None  # registered with the route
+    return cache.stats().as_dict()
+
+
+def register(app: Any, config: Any) -> ResultCache[OcrResult]:
+    """Create the app's cache from ``config.cache`` and serve its statistics."""
+    cache: ResultCache[OcrResult] = ResultCache.from_config(config.cache)
+    app.extensions[EXTENSION] = cache
+    app.register_blueprint(bp)
+    return cache

@@ -1,0 +1,277 @@
+"""Turning what a client sent into image bytes and a language list.
+
+The image may arrive as a data URI, plain base64, a ``file://`` URL (only below
+``server.file_root``; off by default) or a multipart upload; and, as a convenience, as a
+raw request body with an image Content-Type. Everything here checks what can be checked
+cheaply *before* the image is decoded: declared media types, sizes, base64 syntax, and file
+paths. Decoding itself (and the format check against the real bytes) is the pipeline's job.
+
+Large payloads are decoded in a worker thread: base64 of a 20 MB image is ~30 ms of CPU,
+which would otherwise stall every other request on the Trio thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import attrs
+import trio
+
+from ocr.config import Config
+from ocr.decode import ACCEPTED_MEDIA_TYPES
+
+from .errors import ApiError
+
+#: Above this many characters, JSON and base64 are decoded in a worker thread.
+_THREAD_THRESHOLD = 256 * 1024
+
+_B64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
+_WHITESPACE = re.compile(rb"\s+")
+
+
+@attrs.frozen
+class ImageInput:
+    data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    languages: tuple[str, ...]
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "image_too_large",
+        f"the image is {size} bytes; the limit is {limit} bytes (processing.max_image_size)",
+    )
+
+
+def check_media_type(media_type: str, where: str) -> None:
+    """Refuse a declared media type that is not one of the accepted image formats.
+
+    An empty type and ``application/octet-stream`` say nothing and are let through: the
+    pipeline sniffs the bytes anyway."""
+    mt = media_type.split(";", 1)[0].strip().lower()
+    if not mt or mt == "application/octet-stream":
+        return
+    if mt not in ACCEPTED_MEDIA_TYPES:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"{where} declares media type {mt!r}; send JPEG, PNG, BMP, WebP or TIFF",
+        )
+
+
+def _b64decode(text: bytes, max_bytes: int) -> bytes:
+    """Strict base64 (standard or URL-safe alphabet, padding optional, whitespace ignored)."""
+    compact = _WHITESPACE.sub(b"", text)
+    if not compact:
+        raise ApiError(400, "invalid_image", "the image is empty")
+    if len(compact) * 3 // 4 > max_bytes + 3:
+        raise _too_large(len(compact) * 3 // 4, max_bytes)
+    if not _B64_CHARS.match(compact) or len(compact) % 4 == 1:
+        raise ApiError(400, "invalid_base64", "the image is not valid base64")
+    compact = compact.rstrip(b"=")
+    compact += b"=" * (-len(compact) % 4)
+    try:
+        if b"-" in compact or b"_" in compact:
+            data = base64.urlsafe_b64decode(compact)
+        else:
+            data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_base64", "the image is not valid base64") from None
+    if len(data) > max_bytes:
+        raise _too_large(len(data), max_bytes)
+    if not data:
+        raise ApiError(400, "invalid_image", "the image is empty")
+    return data
+
+
+async def _b64decode_async(text: str | bytes, max_bytes: int) -> bytes:
+    raw = text.encode("ascii", "replace") if isinstance(text, str) else text
+    if len(raw) > _THREAD_THRESHOLD:
+        return await trio.to_thread.run_sync(_b64decode, raw, max_bytes)
+    return _b64decode(raw, max_bytes)
+
+
+def _parse_data_uri(value: str) -> tuple[str, str]:
+    """``data:[<media type>][;param]*;base64,<data>`` -> (media type, payload)."""
+    header, sep, payload = value[5:].partition(",")
+    if not sep:
+        raise ApiError(400, "invalid_data_uri", "the data URI has no ',' before its data")
+    parts = [p.strip() for p in header.split(";")]
+    if "base64" not in (p.lower() for p in parts[1:]):
+        raise ApiError(400, "invalid_data_uri", "the data URI must be base64-encoded (;base64,)")
+    media_type = parts[0].lower()
+    if media_type and not media_type.startswith("image/"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the data URI's media type {media_type!r} is not an image",
+        )
+    check_media_type(media_type, "the data URI")
+    return media_type, payload
+
+
+def resolve_file_url(url: str, file_root: str | None) -> str:
+    """The real path a ``file://`` URL names, if it lies below ``file_root``.
+
+    Both sides are resolved with ``realpath`` so ``..`` and symlinks are judged by where
+    they really lead. Errors never echo the path (it would leak the host's layout)."""
+    if not file_root:
+        raise ApiError(
+            403,
+            "file_urls_disabled",
+            "file:// images are disabled on this server (set server.file_root to enable)",
+        )
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ApiError(400, "invalid_file_url", "file:// URLs must not name a remote host")
+    path = unquote(parts.path)
+    if "\x00" in path or not path.startswith("/"):
+        raise ApiError(400, "invalid_file_url", "a file:// URL needs an absolute path")
+    root = os.path.realpath(file_root)
+    real = os.path.realpath(path)
+    try:
+        inside = os.path.commonpath([root, real]) == root
+    except ValueError:
+        inside = False
+    if not inside:
+        raise ApiError(
+            403, "forbidden_path", "the file is outside the directory this server may read"
+        )
+    return real
+
+
+def _read_file(path: str, max_bytes: int) -> bytes:
+    try:
+        if not os.path.isfile(path):
+            if os.path.exists(path):
+                raise ApiError(400, "not_a_file", "the file:// URL does not name a regular file")
+            raise ApiError(404, "file_not_found", "no such file below the configured file root")
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise _too_large(size, max_bytes)
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError:
+        raise ApiError(403, "file_unreadable", "the file cannot be read by the server") from None
+    if len(data) > max_bytes:
+        raise _too_large(len(data), max_bytes)
+    return data
+
+
+async def image_from_string(value: Any, config: Config) -> bytes:
+    """The bytes of an ``image`` given as a string: data URI, base64 or file URL."""
+    if not isinstance(value, str):
+        raise ApiError(
+            400, "invalid_field", "'image' must be a string (data URI, base64 or file://)"
+        )
+    max_bytes = config.processing.max_image_size
+    head = value[:16].lstrip().lower()
+    if head.startswith("data:"):
+        _, payload = _parse_data_uri(value.strip())
+        return await _b64decode_async(payload, max_bytes)
+    if head.startswith("file:"):
+        path = resolve_file_url(value.strip(), config.server.file_root)
+        return await trio.to_thread.run_sync(_read_file, path, max_bytes)
+    if "://" in value[:32]:
+        raise ApiError(
+            400, "unsupported_url", "only data:, file:// or plain base64 images are accepted"
+        )
+    return await _b64decode_async(value, max_bytes)
+
+
+def parse_languages(value: Any) -> tuple[str, ...]:
+    """``["en"]``, ``"en"`` or ``"en,zh"``; None or empty means the default language."""
+    if value is None:
+        return ()
+    items: Iterable[Any]
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ApiError(400, "invalid_field", "'languages' must be a list of language codes")
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ApiError(400, "invalid_field", "'languages' must be a list of language codes")
+        for part in item.split(","):
+            part = part.strip().lower()
+            if part:
+                if len(part) > 32:
+                    raise ApiError(400, "invalid_field", "a language code is at most 32 characters")
+                out.append(part)
+    return tuple(dict.fromkeys(out))
+
+
+async def parse_json_body(body: bytes) -> Any:
+    def load() -> Any:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+    if len(body) > _THREAD_THRESHOLD:
+        return await trio.to_thread.run_sync(load)
+    return load()
+
+
+async def image_from_json(body: bytes, config: Config) -> ImageInput:
+    doc = await parse_json_body(body)
+    if not isinstance(doc, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    if "image" not in doc or doc["image"] in (None, ""):
+        raise ApiError(400, "missing_field", "the request needs an 'image' field")
+    languages = parse_languages(doc.get("languages"))
+    data = await image_from_string(doc["image"], config)
+    return ImageInput(data, languages)
+
+
+async def image_from_request(request: Any, config: Config) -> ImageInput:
+    """Parse a POST /v1/ocr/extract request of any accepted kind."""
+    mimetype = (request.mimetype or "").lower()
+    max_bytes = config.processing.max_image_size
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        body = await request.get_data(cache=False)
+        return await image_from_json(body, config)
+    if mimetype == "multipart/form-data":
+        form = await request.form
+        files = await request.files
+        languages = parse_languages(form.getlist("languages") or None)
+        upload = files.get("image")
+        if upload is not None:
+            check_media_type(upload.mimetype or "", "the uploaded file")
+            data = await trio.to_thread.run_sync(upload.read, max_bytes + 1)
+            if len(data) > max_bytes:
+                raise _too_large(len(data), max_bytes)
+            if not data:
+                raise ApiError(400, "invalid_image", "the uploaded image is empty")
+            return ImageInput(data, languages)
+        if form.get("image"):
+            return ImageInput(await image_from_string(form["image"], config), languages)
+        raise ApiError(400, "missing_field", "the form needs an 'image' file field")
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        check_media_type(mimetype, "the request")
+        data = await request.get_data(cache=False)
+        if len(data) > max_bytes:
+            raise _too_large(len(data), max_bytes)
+        if not data:
+            raise ApiError(400, "missing_field", "the request body is empty")
+        return ImageInput(data, parse_languages(request.args.getlist("languages") or None))
+    if not mimetype:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send Content-Type: application/json or multipart/form-data",
+        )
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {mimetype!r} is not accepted; send application/json or multipart/form-data",
+    )

@@ -1,0 +1,577 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Written by hand as a plain dict (no generator dependency) so it says exactly what the
+routes do, including every error body, and so clients can generate code and fuzzers can
+derive requests from it. A test checks that every registered route appears here; a
+module that adds routes (``register(app)``) should add its paths with :func:`add_paths`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from quart import Blueprint, current_app
+
+bp = Blueprint("openapi", __name__)
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ERROR_REF}},
+    }
+    if retry_after:
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+    return response
+
+
+_UNAUTHORIZED = _error("Missing or wrong bearer token (only when server.auth_token is set).")
+
+_BBOX = {
+    "type": "array",
+    "minItems": 4,
+    "maxItems": 4,
+    "description": "Quadrilateral in original-image pixels, clockwise from top-left.",
+    "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["success", "error", "code"],
+        "properties": {
+            "success": {"const": False},
+            "error": {"type": "string", "description": "What went wrong, for a person."},
+            "code": {
+                "type": "string",
+                "pattern": "^[a-z0-9_]+$",
+                "description": "Stable machine-readable code.",
+                "examples": [
+                    "invalid_json",
+                    "missing_field",
+                    "invalid_field",
+                    "invalid_base64",
+                    "invalid_data_uri",
+                    "invalid_image",
+                    "image_too_small",
+                    "unsupported_url",
+                    "invalid_file_url",
+                    "not_a_file",
+                    "file_urls_disabled",
+                    "forbidden_path",
+                    "file_not_found",
+                    "file_unreadable",
+                    "unauthorized",
+                    "not_found",
+                    "method_not_allowed",
+                    "payload_too_large",
+                    "image_too_large",
+                    "unsupported_media_type",
+                    "unsupported_language",
+                    "overloaded",
+                    "not_ready",
+                    "shutting_down",
+                    "device_fault",
+                    "device_timeout",
+                    "device_lost",
+                    "device_busy",
+                    "inference_failed",
+                    "request_timeout",
+                    "internal_error",
+                ],
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": [
+            "status",
+            "models_loaded",
+            "languages_supported",
+            "memory_usage_mb",
+            "uptime_seconds",
+            "hailo_device",
+            "backend",
+        ],
+        "properties": {
+            "status": {"enum": ["ok", "starting", "degraded"]},
+            "models_loaded": {"type": "boolean"},
+            "languages_supported": {"type": "array", "items": {"type": "string"}},
+            "memory_usage_mb": {"type": "integer"},
+            "uptime_seconds": {"type": "integer"},
+            "hailo_device": {"type": ["string", "null"]},
+            "backend": {"enum": ["onnx", "hailo"]},
+            "requests_in_flight": {"type": "integer"},
+            "debug": {
+                "type": "object",
+                "description": "Live thread and Trio task counts (flat under steady load).",
+                "properties": {"threads": {"type": "integer"}, "tasks": {"type": "integer"}},
+            },
+        },
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {
+            "ready": {"type": "boolean"},
+            "reason": {
+                "type": "string",
+                "examples": ["models_loading", "not_started", "shutting_down", "restarting"],
+            },
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "name", "type", "status"],
+        "properties": {
+            "id": {"type": "string", "examples": ["detection", "recognition_en"]},
+            "name": {"type": "string", "description": "Model file name."},
+            "type": {"enum": ["detection", "recognition", "classifier"]},
+            "language": {"type": "string"},
+            "status": {"enum": ["loaded", "unavailable"]},
+            "batch_size": {"type": "integer"},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+        },
+    },
+    "Languages": {
+        "description": "Recognition language(s); the first selects the model. "
+        "Default: ocr.default_language.",
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "string", "description": "One code or a comma-separated list."},
+        ],
+    },
+    "ImageString": {
+        "type": "string",
+        "description": "A data URI (data:image/png;base64,...), plain base64, or "
+        "file:///path below server.file_root (disabled by default). "
+        "JPEG, PNG, BMP, WebP or TIFF.",
+    },
+    "ExtractRequest": {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"$ref": "#/components/schemas/ImageString"},
+            "languages": {"$ref": "#/components/schemas/Languages"},
+        },
+    },
+    "MultipartRequest": {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {
+                "type": "string",
+                "format": "binary",
+                "description": "The image file (or a data URI / base64 text field).",
+            },
+            "languages": {"type": "string", "description": "e.g. en, or en,zh"},
+        },
+    },
+    "Region": {
+        "type": "object",
+        "required": ["text", "confidence", "bbox", "type"],
+        "properties": {
+            "text": {"type": "string"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "bbox": _BBOX,
+            "type": {"const": "text"},
+        },
+    },
+    "Performance": {
+        "type": "object",
+        "description": "Measured inside the service, milliseconds.",
+        "required": ["detection_time_ms", "recognition_time_ms", "total_time_ms"],
+        "properties": {
+            "decode_time_ms": {"type": "integer"},
+            "detection_time_ms": {"type": "integer"},
+            "recognition_time_ms": {"type": "integer"},
+            "total_time_ms": {"type": "integer"},
+        },
+    },
+    "HailoInfo": {
+        "type": "object",
+        "required": ["device", "detection_model", "recognition_model"],
+        "properties": {
+            "device": {"type": ["string", "null"], "description": "null on the CPU backend"},
+            "backend": {"enum": ["onnx", "hailo"]},
+            "detection_model": {"type": ["string", "null"]},
+            "recognition_model": {"type": ["string", "null"]},
+        },
+    },
+    "ExtractResult": {
+        "type": "object",
+        "required": [
+            "text",
+            "regions",
+            "languages_detected",
+            "statistics",
+            "performance",
+            "hailo_info",
+        ],
+        "properties": {
+            "text": {
+                "type": "string",
+                "description": "All lines in reading order, joined by newlines.",
+            },
+            "regions": {"type": "array", "items": {"$ref": "#/components/schemas/Region"}},
+            "languages_detected": {"type": "array", "items": {"type": "string"}},
+            "language": {"type": "string", "description": "The recognition model's language."},
+            "statistics": {
+                "type": "object",
+                "required": ["total_regions", "average_confidence"],
+                "properties": {
+                    "total_regions": {"type": "integer"},
+                    "average_confidence": {"type": "number"},
+                },
+            },
+            "performance": {"$ref": "#/components/schemas/Performance"},
+            "image_size": {
+                "type": "object",
+                "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
+            },
+            "hailo_info": {"$ref": "#/components/schemas/HailoInfo"},
+        },
+    },
+    "ExtractResponse": {
+        "allOf": [
+            {"$ref": "#/components/schemas/ExtractResult"},
+            {"type": "object", "required": ["success"], "properties": {"success": {"const": True}}},
+        ],
+    },
+    "StreamRequest": {
+        "type": "object",
+        "description": "One client message on /v1/ocr/stream (a JSON text frame).",
+        "required": ["id", "image"],
+        "properties": {
+            "id": {
+                "type": ["string", "integer"],
+                "description": "Chosen by the client; echoed on every event.",
+            },
+            "image": {"$ref": "#/components/schemas/ImageString"},
+            "languages": {"$ref": "#/components/schemas/Languages"},
+        },
+    },
+    "StreamEvent": {
+        "description": "Server events on /v1/ocr/stream, in order per id: accepted, detected, "
+        "line (one per recognised region, as it is recognised), then done or error.",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["type", "id"],
+                "properties": {"type": {"const": "accepted"}, "id": {}},
+            },
+            {
+                "type": "object",
+                "required": ["type", "id", "regions"],
+                "properties": {
+                    "type": {"const": "detected"},
+                    "id": {},
+                    "regions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["index", "bbox"],
+                            "properties": {"index": {"type": "integer"}, "bbox": _BBOX},
+                        },
+                    },
+                },
+            },
+            {
+                "type": "object",
+                "required": ["type", "id", "index", "text", "confidence", "bbox"],
+                "properties": {
+                    "type": {"const": "line"},
+                    "id": {},
+                    "index": {"type": "integer"},
+                    "text": {"type": "string"},
+                    "confidence": {"type": "number"},
+                    "bbox": _BBOX,
+                },
+            },
+            {
+                "allOf": [
+                    {"$ref": "#/components/schemas/ExtractResult"},
+                    {
+                        "type": "object",
+                        "required": ["type", "id"],
+                        "properties": {"type": {"const": "done"}, "id": {}},
+                    },
+                ]
+            },
+            {
+                "type": "object",
+                "required": ["type", "id", "error", "code"],
+                "properties": {
+                    "type": {"const": "error"},
+                    "id": {"description": "null when the message's id was unreadable"},
+                    "error": {"type": "string"},
+                    "code": {"type": "string"},
+                    "status": {
+                        "type": "integer",
+                        "description": "The HTTP status REST would answer.",
+                    },
+                },
+            },
+        ],
+    },
+}
+
+_JSON = "application/json"
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+_PATHS: dict[str, Any] = {
+    "/health": {
+        "get": {
+            "summary": "Liveness and service facts (never needs a token)",
+            "operationId": "health",
+            "security": [],
+            "responses": {"200": _ok("Health", "The process is alive.")},
+        },
+    },
+    "/health/ready": {
+        "get": {
+            "summary": "Readiness: can the service take OCR requests now?",
+            "operationId": "ready",
+            "responses": {
+                "200": _ok("Ready", "Ready."),
+                "401": _UNAUTHORIZED,
+                "503": {
+                    "description": "Not ready (models loading, device restarting, shutting down).",
+                    "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Ready"}}},
+                },
+            },
+        },
+    },
+    "/models": {
+        "get": {
+            "summary": "The loaded models",
+            "operationId": "models",
+            "responses": {
+                "200": _ok("ModelList", "Models and their status."),
+                "401": _UNAUTHORIZED,
+                "503": _error("The service has not started yet.", retry_after=True),
+            },
+        },
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1 document.",
+                    "content": {_JSON: {"schema": {"type": "object"}}},
+                },
+                "401": _UNAUTHORIZED,
+            },
+        },
+    },
+    "/": {
+        "get": {
+            "summary": "The web page: pick an image, watch it being read (no token needed)",
+            "operationId": "page",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+    },
+    "/index.html": {
+        "get": {
+            "summary": "The web page (same as /)",
+            "operationId": "page_index",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+    },
+    "/static/{filename}": {
+        "get": {
+            "summary": "The web page's script and style sheet (no token needed)",
+            "operationId": "static",
+            "security": [],
+            "parameters": [
+                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {"200": {"description": "The file."}, "404": _error("No such file.")},
+        },
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format)",
+            "operationId": "metrics",
+            "responses": {
+                "200": {
+                    "description": "Metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": _UNAUTHORIZED,
+            },
+        },
+    },
+    "/cache/stats": {
+        "get": {
+            "summary": "Result cache statistics",
+            "operationId": "cache_stats",
+            "responses": {
+                "200": {
+                    "description": "Hits, misses, entries and size.",
+                    "content": {_JSON: {"schema": {"type": "object"}}},
+                },
+                "401": _UNAUTHORIZED,
+            },
+        },
+    },
+    "/v1/ocr/extract": {
+        "post": {
+            "summary": "Read the text in one image",
+            "operationId": "extract",
+            "parameters": [
+                {
+                    "name": "languages",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only for a raw image body: language code(s), e.g. en or en,zh.",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    _JSON: {"schema": {"$ref": "#/components/schemas/ExtractRequest"}},
+                    "multipart/form-data": {
+                        "schema": {"$ref": "#/components/schemas/MultipartRequest"},
+                    },
+                    "image/*": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "description": "A raw image body (languages in the query).",
+                    },
+                },
+            },
+            "responses": {
+                "200": _ok("ExtractResponse", "The text, its regions and timings."),
+                "400": _error(
+                    "Bad JSON, bad base64, not an image, missing or invalid field, "
+                    "bad file:// URL, or a file:// path that is not a file."
+                ),
+                "401": _UNAUTHORIZED,
+                "403": _error(
+                    "file:// disabled (file_urls_disabled) or outside "
+                    "server.file_root (forbidden_path)."
+                ),
+                "404": _error("file:// names no file below server.file_root."),
+                "413": _error(
+                    "Body over server.max_body_bytes (payload_too_large), image over "
+                    "processing.max_image_size bytes or max_image_pixels pixels "
+                    "(image_too_large)."
+                ),
+                "415": _error(
+                    "Unsupported media type: a GIF/PDF/SVG, a wrong Content-Type, "
+                    "or a data URI that is not an image."
+                ),
+                "422": _error("Unsupported language; the message names the supported ones."),
+                "429": _error("Too many requests in flight.", retry_after=True),
+                "500": _error("A bug; details are in the server log only."),
+                "503": _error("Not ready, shutting down, or the device failed.", retry_after=True),
+                "504": _error("The request took longer than server.request_timeout_s."),
+            },
+        },
+    },
+    "/v1/ocr/stream": {
+        "get": {
+            "summary": "Websocket: stream OCR progress for many images on one socket",
+            "operationId": "stream",
+            "description": (
+                "Upgrade to a websocket. Send one StreamRequest JSON text frame per image; "
+                "up to server.ws_max_in_flight images may be in flight. The server answers "
+                "with StreamEvent frames for each id: accepted, detected, line (per region, "
+                "as recognised), then done or error. A bad message is answered with an "
+                "error event (id null if unreadable) and the socket stays open. Closing the "
+                "socket cancels its work."
+            ),
+            "responses": {
+                "101": {
+                    "description": "Switching protocols; then StreamEvent frames.",
+                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/StreamEvent"}}},
+                },
+                "401": _UNAUTHORIZED,
+            },
+        },
+    },
+}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "hailo-ocr",
+        "version": "0.1.0",
+        "description": "OCR for edge NPUs: text detection and recognition on a Hailo NPU "
+        "or the CPU. Every error is {success: false, error, code}.",
+    },
+    "servers": [{"url": "http://127.0.0.1:11436"}],
+    "security": [{"bearer": []}, {}],
+    "paths": _PATHS,
+    "components": {
+        "schemas": _SCHEMAS,
+        "headers": {
+            "RetryAfter": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        },
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Required only when server.auth_token is set.",
+            },
+        },
+    },
+}
+
+
+def document(app: Any) -> dict[str, Any]:
+    """The document for ``app``: the base spec plus any paths other modules added."""
+    doc = copy.deepcopy(SPEC)
+    for path, ops in app.extensions.get("hailo_ocr_openapi_paths", {}).items():
+        doc["paths"].setdefault(path, {}).update(ops)
+    return doc
+
+
+def add_paths(app: Any, paths: dict[str, Any]) -> None:
+    """For route modules registered after this one: describe their routes too."""
+    app.extensions.setdefault("hailo_ocr_openapi_paths", {}).update(paths)
+
+
+@bp.get("/openapi.json")
+async def openapi_json() -> dict[str, Any]:
+    return document(current_app)
+
+
+def register(app: Any) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,91 @@
+"""The JSON shapes of results and progress events (SPEC.md), shared by REST, the
+websocket and ``hailo-ocr extract --json`` so they cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.messages import Accepted, Detected, Done, Event, Failed, LineRecognised, OcrResult
+from npu.backend import BackendInfo
+
+from .errors import describe_and_log
+
+
+def bbox_json(bbox: tuple[tuple[float, float], ...]) -> list[list[float]]:
+    return [[float(x), float(y)] for x, y in bbox]
+
+
+def _model_name(info: BackendInfo, model_id: str) -> str | None:
+    try:
+        return info.model(model_id).name
+    except KeyError:
+        return None
+
+
+def hailo_info(info: BackendInfo, language: str) -> dict[str, Any]:
+    """What actually ran: device is null on the CPU backend."""
+    return {
+        "device": info.device,
+        "backend": info.kind,
+        "detection_model": _model_name(info, "detection"),
+        "recognition_model": _model_name(info, f"recognition_{language}"),
+    }
+
+
+def result_json(result: OcrResult, info: BackendInfo) -> dict[str, Any]:
+    """The body of a successful ``POST /v1/ocr/extract`` (without ``success``)."""
+    regions = [
+        {"text": r.text, "confidence": r.confidence, "bbox": bbox_json(r.bbox), "type": r.type}
+        for r in result.regions
+    ]
+    n = len(result.regions)
+    mean = sum(r.confidence for r in result.regions) / n if n else 0.0
+    t = result.timings
+    return {
+        "text": result.text,
+        "regions": regions,
+        "languages_detected": list(result.languages_detected),
+        "language": result.language,
+        "statistics": {"total_regions": n, "average_confidence": round(mean, 4)},
+        # Measured in the orchestrator; integers as the seed service sent them.
+        "performance": {
+            "decode_time_ms": round(t.decode_ms),
+            "detection_time_ms": round(t.detection_ms),
+            "recognition_time_ms": round(t.recognition_ms),
+            "total_time_ms": round(t.total_ms),
+        },
+        "image_size": {"width": result.image_size[0], "height": result.image_size[1]},
+        "hailo_info": hailo_info(info, result.language),
+    }
+
+
+def extract_json(result: OcrResult, info: BackendInfo) -> dict[str, Any]:
+    return {"success": True, **result_json(result, info)}
+
+
+def event_json(event: Event, client_id: Any, info: BackendInfo) -> dict[str, Any]:
+    """A websocket event. ``client_id`` is the id exactly as the client sent it."""
+    if isinstance(event, Accepted):
+        return {"type": "accepted", "id": client_id}
+    if isinstance(event, Detected):
+        return {
+            "type": "detected", "id": client_id,
+            "regions": [{"index": i, "bbox": bbox_json(b)} for i, b in enumerate(event.bboxes)],
+        }
+    if isinstance(event, LineRecognised):
+        r = event.region
+        return {
+            "type": "line", "id": client_id, "index": event.index, "text": r.text,
+            "confidence": r.confidence, "bbox": bbox_json(r.bbox),
+        }
+    if isinstance(event, Done):
+        return {"type": "done", "id": client_id, **result_json(event.result, info)}
+    if isinstance(event, Failed):
+        return error_event(client_id, event.error)
+    raise TypeError(f"unknown event {event!r}")
+
+
+def error_event(client_id: Any, exc: BaseException) -> dict[str, Any]:
+    info = describe_and_log(exc)
+    return {"type": "error", "id": client_id, "error": info.message, "code": info.code,
+            "status": info.status}

@@ -1,0 +1,115 @@
+"""REST routes: health, readiness, models, and extraction. Parse, call the service, map."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+import time
+from typing import Any
+
+import trio
+from quart import Blueprint, current_app, request
+
+from actors.messages import OcrRequest
+
+from .app import get_state
+from .cache_routes import extract_with_cache
+from .inputs import image_from_request
+from .responses import extract_json
+
+bp = Blueprint("ocr", __name__)
+
+
+def memory_usage_mb() -> int:
+    """Resident set size now (Linux /proc), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * resource.getpagesize() / 2**20)
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2**20 if sys.platform == "darwin" else 1024))
+
+
+@bp.get("/health")
+async def health() -> dict[str, Any]:
+    state = get_state(current_app)
+    service = state.service
+    ready = service is not None and service.ready
+    if service is not None:
+        languages = list(service.languages)
+        device, backend = service.info.device, service.info.kind
+    else:
+        languages = list(state.config.ocr.languages)
+        device, backend = None, state.config.backend.type
+    return {
+        "status": "ok" if ready else ("starting" if service is None else "degraded"),
+        "models_loaded": ready,
+        "languages_supported": languages,
+        "memory_usage_mb": memory_usage_mb(),
+        "uptime_seconds": int(time.monotonic() - state.started_at),
+        "hailo_device": device,
+        "backend": backend,
+        # Added for operators (and the graceful-shutdown test): requests being processed.
+        "requests_in_flight": service.statistics().requests_in_flight if service else 0,
+        # For leak hunting (benchmarks/soak.py): both must stay flat under steady load.
+        "debug": {"threads": threading.active_count(), "tasks": count_tasks()},
+    }
+
+
+def count_tasks() -> int:
+    """Trio tasks alive in this process (a walk of the task tree from the root)."""
+    count = 0
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
+
+
+@bp.get("/health/ready")
+async def ready():
+    state = get_state(current_app)
+    service = state.service
+    if service is not None and service.ready:
+        return {"ready": True}
+    if service is None:
+        reason = "models_loading" if state.loading else "not_started"
+    else:
+        reason = service.not_ready_reason or "not_ready"
+    return {"ready": False, "reason": reason}, 503, {"Retry-After": "2"}
+
+
+@bp.get("/models")
+async def models() -> dict[str, Any]:
+    service = get_state(current_app).require_service()
+    status = "loaded" if service.ready else "unavailable"
+    data = []
+    for m in service.info.models:
+        entry: dict[str, Any] = {"id": m.id, "name": m.name, "type": m.kind}
+        if m.language:
+            entry["language"] = m.language
+        entry["status"] = status
+        entry["batch_size"] = m.batch_size
+        data.append(entry)
+    return {"object": "list", "data": data}
+
+
+@bp.post("/v1/ocr/extract")
+async def extract() -> dict[str, Any]:
+    state = get_state(current_app)
+    service = state.require_service()
+    parsed = await image_from_request(request, state.config)
+    result, cached = await extract_with_cache(
+        current_app, service, OcrRequest(parsed.data, parsed.languages)
+    )
+    return extract_json(result, service.info), 200, {"X-Cache": "hit" if cached else "miss"}
+
+
+def register(app) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,107 @@
+"""``hailo-ocr serve``: the app under Hypercorn's Trio worker, with graceful shutdown.
+
+Shutdown order on SIGTERM or SIGINT:
+
+1. the service refuses new requests (503 ``shutting_down`` with Retry-After), so a load
+   balancer or client retries elsewhere at once instead of waiting on a dying process;
+2. requests in flight finish, up to ``server.shutdown_grace_s``;
+3. Hypercorn stops accepting, closes idle keep-alive connections and gives the rest the
+   same grace; then the lifespan shutdown stops the actor tree; the process exits 0.
+
+A second signal during the grace period skips the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from npu.backend import Backend
+from ocr.config import Config
+
+from .app import create_app, get_state
+
+log = logging.getLogger("hailo_ocr.server")
+
+
+def hypercorn_config(config: Config) -> HyperConfig:
+    hc = HyperConfig()
+    host = config.server.host
+    hc.bind = [f"[{host}]:{config.server.port}" if ":" in host else f"{host}:{config.server.port}"]
+    hc.graceful_timeout = config.server.shutdown_grace_s
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.accesslog = (
+        logging.getLogger("hypercorn.access") if config.server.log_level == "debug" else None
+    )
+    hc.include_server_header = False
+    # Hypercorn's own limit on a request line + headers; the body limit is Quart's.
+    hc.h11_max_incomplete_size = 64 * 1024
+    hc.websocket_max_message_size = config.server.max_body_bytes + 1024
+    return hc
+
+
+async def serve(
+    config: Config,
+    make_backend: Callable[[], Backend] | None = None,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGINT/SIGTERM; ``task_status.started`` gets the bound URLs."""
+    app = create_app(config, make_backend)
+    state = get_state(app)
+    hc = hypercorn_config(config)
+    stop = trio.Event()
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        deadline = trio.current_time() + config.server.shutdown_grace_s
+        state.begin_shutdown()
+        service = state.service
+        if service is not None:
+            with trio.move_on_at(deadline):
+                await service.wait_idle()
+        # Hypercorn reads graceful_timeout after this returns: what is left of the grace
+        # (plus a moment to write the last responses) is what connections still get.
+        hc.graceful_timeout = max(0.5, deadline - trio.current_time())
+
+    async def on_signals(cancel_scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not stop.is_set():
+                    log.info(
+                        "%s: shutting down (grace %.1f s)", name, config.server.shutdown_grace_s
+                    )
+                    stop.set()
+                else:
+                    log.warning("%s again: stopping now", name)
+                    cancel_scope.cancel()
+                    return
+
+    async with trio.open_nursery() as nursery:
+
+        async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await hypercorn_serve(
+                    app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status
+                )
+            finally:
+                nursery.cancel_scope.cancel()  # the signal listener is no longer needed
+
+        nursery.start_soon(on_signals, nursery.cancel_scope)
+        binds: list[str] = await nursery.start(run_server)
+        info = state.service.info if state.service is not None else None
+        for url in binds:
+            log.info(
+                "listening on %s (backend %s, languages %s)",
+                url,
+                info.kind if info else config.backend.type,
+                ", ".join(info.languages) if info else "?",
+            )
+        task_status.started(binds)
+    log.info("stopped")
