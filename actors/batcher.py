@@ -82,6 +82,9 @@ class _Pending:
     index: int
     width: int
     enqueued: float
+    #: ``width`` is the exact padded width this crop is recognised at (dynamic models):
+    #: it is batched only with crops of the same width.
+    exact: bool = False
 
 
 @attrs.define
@@ -172,7 +175,8 @@ class Batcher:
             q = self._queues.setdefault(sub.language, deque())
             now = trio.current_time()
             for i, crop in enumerate(sub.crops):
-                q.append(_Pending(sub, i, int(crop.shape[1]), now))
+                width = sub.widths[i] if sub.widths is not None else int(crop.shape[1])
+                q.append(_Pending(sub, i, width, now, exact=sub.widths is not None))
             self._queued += len(sub.crops)
             self._wake()
 
@@ -258,7 +262,17 @@ class Batcher:
     def _take(self, lang: str, spec: ModelSpec) -> list[_Pending]:
         q = self._queues[lang]
         size = max(1, spec.batch_size)
-        if len(q) <= size:
+        if spec.policy != "fixed" and q[0].exact:
+            # A dynamic model's text depends on how much padding a line gets: take only
+            # crops to be padded to the oldest crop's width, so results never depend on
+            # what else is in flight (and match PaddleOCR's own grouping).
+            first = q[0]
+            batch = [p for p in q if p.exact and p.width == first.width][:size]
+            taken = {id(p) for p in batch}
+            kept = [p for p in q if id(p) not in taken]
+            q.clear()
+            q.extend(kept)
+        elif len(q) <= size:
             batch = list(q)
             q.clear()
         elif spec.policy == "fixed":
@@ -319,7 +333,8 @@ class Batcher:
             self._c.crops_waited += len(batch)
             try:
                 crops = [p.submission.crops[p.index] for p in batch]
-                tensor, padded = await self._run_sync(_pack, spec, crops)
+                min_width = max((p.width for p in batch if p.exact), default=0)
+                tensor, padded = await self._run_sync(_pack, spec, crops, min_width)
                 if all(caller_gone(p.submission.reply) for p in batch):
                     self._c.crops_dropped += len(batch)
                     delivered = True
@@ -377,15 +392,18 @@ class Batcher:
             self._fail_all(ShuttingDown("the service is stopping"))
 
 
-def _pack(spec: ModelSpec, crops: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Build the device tensor for a batch; returns it and how many blank frames it has."""
+def _pack(
+    spec: ModelSpec, crops: list[np.ndarray], min_width: int = 0
+) -> tuple[np.ndarray, int]:
+    """Build the device tensor for a batch; returns it and how many blank frames it has.
+    ``min_width``: a dynamic batch is padded to at least this width."""
     if spec.layout == "nhwc_uint8_rgb":
         slots = spec.batch_size if spec.fixed_batch else None
         tensor = pack_fixed_rgb(crops, spec.width or 320, pad_value=spec.pad_value, slots=slots)
     else:
         width = spec.width or 320
         if spec.policy == "dynamic":
-            width = batch_width(crops, width)
+            width = max(batch_width(crops, width), min_width)
         tensor = pack_dynamic(crops, width)
         if spec.fixed_batch and len(crops) < spec.batch_size:
             pad = np.zeros((spec.batch_size - len(crops), *tensor.shape[1:]), tensor.dtype)

@@ -38,6 +38,10 @@ class RecSubmission:
     language: str
     crops: tuple[np.ndarray, ...] = attrs.field(eq=False, repr=lambda c: f"<{len(c)} crops>")
     reply: trio.MemorySendChannel = attrs.field(eq=False, repr=False)
+    #: For a dynamic-width recogniser: the width each crop must be padded to (see
+    #: ``ocr.recognition.group_widths``); the batcher then batches only crops of equal
+    #: width, so a line's text never depends on what else is in flight. None: any width.
+    widths: tuple[int, ...] | None = None
 
 
 @attrs.frozen

@@ -32,7 +32,7 @@ from ocr.detection import (
 )
 from ocr.geometry import DetTransform
 from ocr.order import join_text, reading_order
-from ocr.recognition import join_pieces, resize_for_rec, split_wide_crop
+from ocr.recognition import group_widths, join_pieces, resize_for_rec, split_wide_crop
 
 from .errors import ShuttingDown, fresh_error
 from .messages import (
@@ -101,12 +101,20 @@ def _find_regions(
     return quads, crops
 
 
-def _rec_inputs(crops: Sequence[np.ndarray], spec: ModelSpec) -> tuple[list[np.ndarray], list[int]]:
+def _rec_inputs(
+    crops: Sequence[np.ndarray], spec: ModelSpec
+) -> tuple[list[np.ndarray], list[int], tuple[int, ...] | None]:
     """Resize crops for the recogniser; a fixed-width model gets wide lines in pieces.
-    Returns the pieces and, for each piece, the index of the crop it belongs to."""
+    Returns the pieces, for each piece the index of the crop it belongs to, and for a
+    dynamic-width model the width each piece is to be padded to (PaddleOCR's grouping,
+    :func:`ocr.recognition.group_widths`), else None."""
     height = spec.height or 48
     pieces: list[np.ndarray] = []
     owners: list[int] = []
+    if spec.policy != "fixed":
+        widths = group_widths(crops, height, spec.width or 320)
+        pieces = [resize_for_rec(c, height, w) for c, w in zip(crops, widths, strict=True)]
+        return pieces, list(range(len(crops))), tuple(widths)
     for i, crop in enumerate(crops):
         if spec.policy == "fixed" and spec.width:
             parts = split_wide_crop(crop, height, spec.width)
@@ -116,7 +124,7 @@ def _rec_inputs(crops: Sequence[np.ndarray], spec: ModelSpec) -> tuple[list[np.n
         else:
             pieces.append(resize_for_rec(crop, height))
             owners.append(i)
-    return pieces, owners
+    return pieces, owners, None
 
 
 def _bbox(quad: np.ndarray) -> tuple[tuple[float, float], ...]:
@@ -158,6 +166,11 @@ class Orchestrator:
         self._batcher = batcher
         self._info = info
         self._withdraw = withdraw
+        # Requests between decode and the end of detection hold a decoded image and a
+        # float detection input (tens of MB for a receipt). Only this many at once: enough
+        # to keep the device fed (some running, some ready, some decoding), and peak memory
+        # no longer grows with the requests in flight (benchmarks/RESULTS.md, peak RSS).
+        self._image_stage = trio.CapacityLimiter(max(4, 2 * info.max_jobs_in_flight))
 
     async def run(
         self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None
@@ -167,27 +180,36 @@ class Orchestrator:
         t0 = time.perf_counter()
         await _emit(events, Accepted(rid))
 
-        img = await trio.to_thread.run_sync(
-            partial(decode_image, request.image, max_pixels=s.max_pixels)
-        )
-        t_decoded = time.perf_counter()
-        height, width = img.shape[:2]
+        async with self._image_stage:  # decode_ms includes the wait for a slot
+            img = await trio.to_thread.run_sync(
+                partial(decode_image, request.image, max_pixels=s.max_pixels)
+            )
+            t_decoded = time.perf_counter()
+            height, width = img.shape[:2]
 
-        det_spec = info.model("detection")
-        tensor, transform = await trio.to_thread.run_sync(_prepare_detection, img, det_spec, s)
-        prob = await self._device.infer("detection", tensor)
-        quads, crops = await trio.to_thread.run_sync(_find_regions, img, prob[0], transform, s)
+            det_spec = info.model("detection")
+            tensor, transform = await trio.to_thread.run_sync(
+                _prepare_detection, img, det_spec, s
+            )
+            prob = await self._device.infer("detection", tensor)
+            quads, crops = await trio.to_thread.run_sync(
+                _find_regions, img, prob[0], transform, s
+            )
+            # The decoded image, the detection input and its probability map are tens of
+            # MB for a receipt; drop them now, not when recognition ends, or every request
+            # waiting in the batcher keeps them (benchmarks/RESULTS.md, peak RSS).
+            del img, tensor, prob
         t_detected = time.perf_counter()
         await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
 
         rec_spec = info.model(f"recognition_{language}")
         if s.use_cls and crops and any(m.id == "classifier" for m in info.models):
             crops = await self._classify(crops)
-        pieces, owners = await trio.to_thread.run_sync(_rec_inputs, crops, rec_spec)
+        pieces, owners, widths = await trio.to_thread.run_sync(_rec_inputs, crops, rec_spec)
 
         texts: list[tuple[str, float] | None] = [None] * len(crops)
         if pieces:
-            texts = await self._recognise(rid, language, pieces, owners, quads, events)
+            texts = await self._recognise(rid, language, pieces, owners, quads, events, widths)
         t_done = time.perf_counter()
 
         kept = [
@@ -230,6 +252,7 @@ class Orchestrator:
     async def _recognise(
         self, rid: str | None, language: str, pieces: list[np.ndarray], owners: list[int],
         quads: np.ndarray, events: trio.MemorySendChannel | None,
+        widths: tuple[int, ...] | None = None,
     ) -> list[tuple[str, float] | None]:
         n_regions = len(quads)
         reply_send, reply_recv = trio.open_memory_channel[RecResult](len(pieces))
@@ -242,7 +265,9 @@ class Orchestrator:
         try:
             async with reply_recv:
                 try:
-                    await self._batcher.send(RecSubmission(language, tuple(pieces), reply_send))
+                    await self._batcher.send(
+                        RecSubmission(language, tuple(pieces), reply_send, widths)
+                    )
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     raise ShuttingDown("the service is stopping") from None
                 while received < len(pieces):

@@ -33,7 +33,8 @@ class ServerConfig:
     #: Bearer token required on every route but /health; None = no authentication.
     auth_token: str | None = None
     #: Largest request body accepted (bytes); larger bodies get 413.
-    max_body_bytes: int = 25 * 1024 * 1024
+    #: (A 20 MiB image is about 27 MiB as base64 in JSON, hence the margin.)
+    max_body_bytes: int = 32 * 1024 * 1024
     #: Requests admitted at once; more get 429 with Retry-After.
     max_in_flight: int = 32
     #: A request's deadline inside the service; past it the answer is 504.
@@ -314,8 +315,12 @@ def load_config(
     return attrs.evolve(config, base_dir=base_dir).validate()
 
 
-def config_to_dict(config: Config) -> dict[str, Any]:
-    """The effective configuration as plain data (for ``hailo-ocr config --print``)."""
+def config_to_dict(config: Config, *, redact: bool = False) -> dict[str, Any]:
+    """The effective configuration as plain data (for ``hailo-ocr config --print``).
+
+    ``redact`` replaces secrets (the bearer token) with ``"***"``, so the output can be
+    pasted into a bug report.
+    """
 
     def plain(v: Any) -> Any:
         if isinstance(v, tuple):
@@ -325,4 +330,6 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         return v
 
     out = attrs.asdict(config, recurse=True, filter=lambda a, _: not a.metadata.get("internal"))
+    if redact and out["server"].get("auth_token"):
+        out["server"]["auth_token"] = "***"
     return {k: plain(v) for k, v in out.items()}

@@ -31,10 +31,35 @@ def resize_for_rec(crop: np.ndarray, height: int = 48, max_width: int | None = N
     is why wide lines are split before they get here.
     """
     h, w = crop.shape[:2]
-    new_w = max(1, int(math.ceil(height * w / float(max(h, 1)))))
+    # ratio first, then scale: the same float rounding as PaddleOCR's resize_norm_img
+    new_w = max(1, int(math.ceil(height * (w / float(max(h, 1))))))
     if max_width is not None:
         new_w = min(new_w, max_width)
     return cv2.resize(crop, (new_w, height))
+
+
+def group_widths(
+    crops: Sequence[np.ndarray], height: int = 48, nominal_width: int = 320, group_size: int = 6
+) -> list[int]:
+    """The width each crop is padded to for a dynamic-width recogniser, PaddleOCR's way.
+
+    PaddleOCR (and RapidOCR) sort an image's crops by aspect ratio, cut them into groups of
+    ``group_size`` and pad every crop of a group to ``int(height * r)``, ``r`` being the
+    largest aspect ratio in the group (never less than ``nominal_width / height``). The
+    recogniser's output depends on how much padding a line gets, so giving every crop this
+    width, whatever else shares its batch, makes a line's text independent of concurrent
+    requests and the same as RapidOCR's. Returned in the order of ``crops``.
+    """
+    ratios = [c.shape[1] / float(max(c.shape[0], 1)) for c in crops]
+    # Default (quicksort) kind, as RapidOCR: ties may split across groups the same way.
+    order = np.argsort(np.asarray(ratios, dtype=np.float64))
+    widths = [0] * len(crops)
+    for start in range(0, len(order), group_size):
+        group = order[start : start + group_size]
+        max_ratio = max(nominal_width / float(height), *(ratios[i] for i in group))
+        for i in group:
+            widths[int(i)] = int(height * max_ratio)
+    return widths
 
 
 def batch_width(resized: Sequence[np.ndarray], nominal_width: int) -> int:

@@ -82,7 +82,7 @@ async def _fault_round(cfg, arm, want: dict[int, set[str]], deadline_s: float) -
                         clients.start_soon(one, k)
                 # Wait for the restart to be seen, then for a request to succeed.
                 with trio.fail_after(15):
-                    while watch.states[-2:] != [False, True]:
+                    while watch.states[-2:] != [False, True]:  # noqa: ASYNC110 - polled
                         await trio.sleep(0.02)
                 nursery.cancel_scope.cancel()
             after = await http.post("/v1/ocr/extract", json=body([7, 8, 9]))

@@ -170,4 +170,31 @@ def create_app(
     page.register(app)
     cache_routes.register(app, config)
     metrics.install_metrics(app, lambda: state.service, lambda: cache_routes.cache_of(app))
+    app.asgi_app = ShieldedSend(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+class ShieldedSend:
+    """ASGI middleware: every HTTP ``send`` runs to its end, shielded from cancellation.
+
+    Quart-Trio cancels a request's nursery as soon as the client's side of the exchange
+    ends, which can be while the last ``send`` is still inside Hypercorn, finishing the
+    exchange (closing the connection for ``Connection: close``, or arming the keep-alive
+    timer). Cancelled there, that work was lost: ``Connection: close`` was not honoured
+    and idle keep-alive connections were never closed, so they piled up and held every
+    shutdown for its whole grace period. Hypercorn already shields its socket writes, so
+    shielding the call adds no new way to block.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def shielded(message) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        return await self.app(scope, receive, shielded)

@@ -191,7 +191,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     config = _load(args)
-    sys.stdout.write(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
+    sys.stdout.write(yaml.safe_dump(config_to_dict(config, redact=True), sort_keys=False, allow_unicode=True))
     return EXIT_OK
 
 

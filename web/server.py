@@ -28,12 +28,21 @@ from .app import create_app, get_state
 
 log = logging.getLogger("hailo_ocr.server")
 
+#: After the service is idle, how long connections still get to write their last bytes.
+_FLUSH_S = 3.0
+
 
 def hypercorn_config(config: Config) -> HyperConfig:
     hc = HyperConfig()
     host = config.server.host
     hc.bind = [f"[{host}]:{config.server.port}" if ":" in host else f"{host}:{config.server.port}"]
-    hc.graceful_timeout = config.server.shutdown_grace_s
+    hc.graceful_timeout = config.server.shutdown_grace_s  # shortened in serve()
+    # Hypercorn 0.18 under Quart-Trio never starts a connection's keep-alive timer (it is
+    # cancelled with the request's nursery), so idle connections were never closed: a
+    # client could hold any number of them open. Bound a connection's silence instead,
+    # beyond the longest request; websockets are kept alive by pings (a pong is traffic).
+    hc.read_timeout = int(config.server.request_timeout_s) + 60
+    hc.websocket_ping_interval = 20.0
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.accesslog = (
         logging.getLogger("hypercorn.access") if config.server.log_level == "debug" else None
@@ -66,8 +75,11 @@ async def serve(
             with trio.move_on_at(deadline):
                 await service.wait_idle()
         # Hypercorn reads graceful_timeout after this returns: what is left of the grace
-        # (plus a moment to write the last responses) is what connections still get.
-        hc.graceful_timeout = max(0.5, deadline - trio.current_time())
+        # (plus a moment to write the last responses) is what connections still get --
+        # but no more than a few seconds: the work is done, and Hypercorn waits for every
+        # open connection, so one idle keep-alive connection (see read_timeout) would
+        # otherwise hold the process for the rest of the grace (30 s observed).
+        hc.graceful_timeout = max(0.5, min(deadline - trio.current_time(), _FLUSH_S))
 
     async def on_signals(cancel_scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -1,0 +1,74 @@
+"""The load benchmark's core still works: it starts ``hailo-ocr serve`` as a subprocess,
+drives it at concurrency 1 and 2 with two real images, and reads the service's own
+counters. Not a performance test: it asserts that the numbers exist and are coherent,
+not how large they are (benchmarks/README.md has the real runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = [pytest.mark.devdata, pytest.mark.slow]
+
+
+def _load_module():
+    if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
+        sys.path.insert(0, str(REPO))
+    path = REPO / "benchmarks" / "load.py"
+    spec = importlib.util.spec_from_file_location("benchmarks.load", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("benchmarks.load", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_alone_fill_and_percentiles():
+    load = _load_module()
+    # 3 regions -> one batch of 8; 9 -> two batches; 0 regions run nothing.
+    assert load.alone_fill([3, 9, 0], 8) == pytest.approx(12 / 24)
+    assert load.alone_fill([8, 16], 8) == 1.0
+    assert math.isnan(load.alone_fill([0], 8))
+    values = [float(v) for v in range(1, 101)]
+    assert load.percentile(values, 50) == 50.0
+    assert load.percentile(values, 99) == 99.0
+    assert load.percentile([2.0], 90) == 2.0
+
+
+def test_load_core_against_a_subprocess_server(devdata, tmp_path):
+    load = _load_module()
+    images = load.load_images(
+        [devdata / "rapidocr_tests" / "ch_en_num.jpg", devdata / "rapidocr_tests" / "en.jpg"]
+    )
+    rep = load.run_benchmark(
+        images, levels=(1, 2), count=2, baseline=False, fill=False, workdir=tmp_path,
+        progress=lambda s: None,
+    )
+    assert rep.ready_s["hailo-ocr"] is not None and rep.ready_s["hailo-ocr"] > 0
+    rss = rep.peak_rss_mb["hailo-ocr"]
+    assert rss is not None and 50 < rss < 4000
+    levels = {r.concurrency: r for r in rep.levels["hailo-ocr"]}
+    assert set(levels) == {1, 2}
+    for level in levels.values():
+        assert level.errors == 0, [r.error for r in level.replies]
+        assert len(level.replies) == 2
+        assert level.images_per_s > 0
+        assert level.pct(50) <= level.pct(90) <= level.pct(99)
+        # Counters come from the service itself: a detection call per image at least,
+        # and recognition slots that were both filled and run.
+        assert level.device_calls_per_image >= 1
+        assert 0 < level.fill <= 1
+    # Region counts were read per image from the service's counters, and both images
+    # have text.
+    assert set(rep.regions) == {img.key for img in images}
+    assert all(n > 0 for n in rep.regions.values())
+    assert any("Movie" in r.body["text"] for r in levels[1].replies)
+    # The summary prints and ends with the targets table.
+    lines: list[str] = []
+    load.print_report(rep, lines.append)
+    assert lines[-2] == "\nTargets" or "Targets" in lines[-2]
+    assert "start to ready" in lines[-1]

@@ -1,0 +1,111 @@
+"""Synthetic text with known ground truth, end to end through the service.
+
+Lines are rendered at test time (tests/textgen.py) with every installed font of the
+list, several sizes, rotations up to 10 degrees and Gaussian noise, from a fixed seed.
+The character error rate over all lines must stay at or under 2 %, for English and (when
+a CJK font is installed) for Chinese.
+"""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+
+import pytest
+import trio
+from rapidfuzz.distance import Levenshtein
+
+import textgen
+from actors.messages import OcrRequest
+from actors.service import open_ocr_service
+from conftest import with_changes
+
+MAX_CER = 0.02
+SIZES = (20, 28, 40)
+SEED = 20240611
+
+
+def _samples(fonts, words, n: int, words_per_line: tuple[int, int], sep: str, seed: int,
+             per_page: int = 6):
+    """Pages of ``per_page`` lines each, ``n`` lines in all, cycling through fonts and sizes,
+    each line with its own random angle and noise. Several lines share a page because a
+    lone line would be scaled up to the detector's 736-pixel short side, which costs more
+    than the whole page. Returns ``(truth_lines, page)`` pairs."""
+    rng = random.Random(seed)
+    pages = []
+    lines: list[str] = []
+    images = []
+    for k in range(n):
+        font = fonts[k % len(fonts)] if fonts else None
+        size = SIZES[(k // max(1, len(fonts))) % len(SIZES)]
+        text = textgen.random_line(rng, words, rng.randint(*words_per_line), sep=sep)
+        angle = rng.uniform(-10, 10)
+        noise = rng.choice((0.0, 6.0, 12.0))
+        lines.append(text)
+        images.append(textgen.render_line(text, font, size, angle=angle, noise=noise, rng=rng))
+        if len(lines) == per_page or k == n - 1:
+            pages.append((tuple(lines), textgen.stack(images)))
+            lines, images = [], []
+    return pages
+
+
+def _norm(s: str, drop_spaces: bool) -> str:
+    s = unicodedata.normalize("NFKC", s)
+    return "".join(s.split()) if drop_spaces else " ".join(s.split())
+
+
+async def _cer(config, samples, language: str, drop_spaces: bool) -> tuple[float, list]:
+    cfg = with_changes(config, server={"request_timeout_s": 120.0})
+    results: dict[int, str] = {}
+    async with open_ocr_service(cfg) as service:
+        limiter = trio.CapacityLimiter(4)
+
+        async def one(k, img):
+            async with limiter:
+                r = await service.extract(OcrRequest(textgen.encode(img), (language,)))
+                results[k] = r.text
+
+        async with trio.open_nursery() as nursery:
+            for k, (_, img) in enumerate(samples):
+                nursery.start_soon(one, k, img)
+    edits = total = 0
+    wrong = []
+    for k, (truth, _) in enumerate(samples):
+        # lines compared in reading order: a line read out of place counts as errors
+        t, p = _norm(" ".join(truth), drop_spaces), _norm(results[k], drop_spaces)
+        e = Levenshtein.distance(p, t)
+        edits += e
+        total += len(t)
+        if e:
+            wrong.append((truth, results[k]))
+    return edits / total, wrong
+
+
+async def test_english_character_error_rate(config):
+    fonts = textgen.latin_fonts()  # [] -> OpenCV Hershey fonts
+    samples = _samples(fonts, textgen.ENGLISH_WORDS, 36, (2, 6), " ", SEED)
+    cer, wrong = await _cer(config, samples, "en", drop_spaces=False)
+    assert cer <= MAX_CER, f"CER {cer:.3%}; misread: {wrong}"
+
+
+async def test_chinese_character_error_rate(config):
+    fonts = textgen.cjk_fonts()
+    if not fonts:
+        pytest.skip(
+            "no CJK font installed (looked for " + ", ".join(textgen.CJK_FONTS) + "); "
+            "install fonts-noto-cjk to test Chinese"
+        )
+    if "zh" not in config.ocr.languages:
+        pytest.skip("Chinese is not among the configured languages")
+    samples = _samples(fonts, textgen.CHINESE_WORDS, 24, (2, 5), "", SEED + 1)
+    # spaces carry no meaning in Chinese: compared without them (score.py's CER_nospace)
+    cer, wrong = await _cer(config, samples, "zh", drop_spaces=True)
+    assert cer <= MAX_CER, f"CER {cer:.3%}; misread: {wrong}"
+
+
+def test_generator_is_deterministic():
+    fonts = textgen.latin_fonts()
+    a = _samples(fonts, textgen.ENGLISH_WORDS, 3, (2, 4), " ", 7)
+    b = _samples(fonts, textgen.ENGLISH_WORDS, 3, (2, 4), " ", 7)
+    assert [t for t, _ in a] == [t for t, _ in b] and len(a[0][0]) == 3
+    assert all((x == y).all() for (_, x), (_, y) in zip(a, b, strict=True))
