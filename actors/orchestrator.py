@@ -33,6 +33,14 @@ from ocr.detection import (
 from ocr.geometry import DetTransform
 from ocr.order import join_text, reading_order
 from ocr.recognition import group_widths, join_pieces, resize_for_rec, split_wide_crop
+from ocr.tiling import (
+    TilePlan,
+    TileTransform,
+    TilingParams,
+    merge_tile_boxes,
+    plan_tiles,
+    prepare_tile,
+)
 
 from .errors import ShuttingDown, fresh_error
 from .messages import (
@@ -60,6 +68,8 @@ class PipelineSettings:
     rec_threshold: float
     use_cls: bool
     max_regions: int
+    #: Fixed-input detectors only: when to cut a tall or wide image into tiles.
+    tiling: TilingParams = TilingParams()
 
     @classmethod
     def from_config(cls, config: Config) -> PipelineSettings:
@@ -68,7 +78,7 @@ class PipelineSettings:
             max_pixels=config.processing.max_image_pixels,
             det=DynamicDetParams(
                 limit_side_len=o.det_limit_side_len, limit_type=o.det_limit_type,
-                max_side_len=o.det_max_side_len,
+                max_side_len=o.det_max_side_len, max_pixels=o.det_max_pixels,
             ),
             db=DbParams(
                 thresh=o.det_threshold, box_thresh=o.det_box_threshold,
@@ -94,6 +104,44 @@ def _find_regions(
     img: np.ndarray, prob: np.ndarray, transform: DetTransform, s: PipelineSettings
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     quads, scores = db_boxes(prob, transform, s.db)
+    if len(quads) > s.max_regions:
+        keep = np.sort(np.argsort(-scores, kind="stable")[: s.max_regions])
+        quads = quads[keep]
+    crops = [crop_quad(img, q) for q in quads]
+    return quads, crops
+
+
+def _prepare_tiles(
+    img: np.ndarray, plan: TilePlan, indices: Sequence[int], spec: ModelSpec
+) -> tuple[np.ndarray, list[TileTransform]]:
+    """Letterbox some tiles of ``img`` into one batch for the fixed-input detector."""
+    assert spec.height and spec.width
+    nets, transforms = [], []
+    for i in indices:
+        net, tt = prepare_tile(img, plan.tiles[i], spec.height, spec.width,
+                               pad_value=spec.pad_value)
+        nets.append(net)
+        transforms.append(tt)
+    if spec.layout == "nhwc_uint8_rgb":
+        return to_nhwc_rgb_uint8(nets), transforms
+    return to_nchw_normalised(nets), transforms
+
+
+def _tile_boxes(
+    prob: np.ndarray, transform: TileTransform, s: PipelineSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """DB post-processing of one tile's map, boxes in original-image pixels."""
+    quads, scores = db_boxes(prob, transform.det, s.db)
+    return transform.to_image(quads), scores
+
+
+def _merge_regions(
+    img: np.ndarray, plan: TilePlan, per_tile: Sequence[tuple[np.ndarray, np.ndarray]],
+    s: PipelineSettings,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The tiles' boxes merged into one set (:func:`ocr.tiling.merge_tile_boxes`), then
+    bounded and cropped as :func:`_find_regions` does for a single map."""
+    quads, scores = merge_tile_boxes(plan, per_tile)
     if len(quads) > s.max_regions:
         keep = np.sort(np.argsort(-scores, kind="stable")[: s.max_regions])
         quads = quads[keep]
@@ -188,17 +236,27 @@ class Orchestrator:
             height, width = img.shape[:2]
 
             det_spec = info.model("detection")
-            tensor, transform = await trio.to_thread.run_sync(
-                _prepare_detection, img, det_spec, s
-            )
-            prob = await self._device.infer("detection", tensor)
-            quads, crops = await trio.to_thread.run_sync(
-                _find_regions, img, prob[0], transform, s
-            )
+            plan = None
+            if det_spec.policy == "fixed" and det_spec.height and det_spec.width:
+                # A tall receipt letterboxed whole into a landscape model loses its text:
+                # such images go through in overlapping tiles (ocr/tiling.py).
+                plan = plan_tiles(height, width, det_spec.height, det_spec.width, s.det,
+                                  s.tiling)
+            if plan is not None and plan.tiled:
+                quads, crops = await self._detect_tiles(img, det_spec, plan)
+            else:
+                tensor, transform = await trio.to_thread.run_sync(
+                    _prepare_detection, img, det_spec, s
+                )
+                prob = await self._device.infer("detection", tensor)
+                quads, crops = await trio.to_thread.run_sync(
+                    _find_regions, img, prob[0], transform, s
+                )
+                del tensor, prob
             # The decoded image, the detection input and its probability map are tens of
             # MB for a receipt; drop them now, not when recognition ends, or every request
             # waiting in the batcher keeps them (benchmarks/RESULTS.md, peak RSS).
-            del img, tensor, prob
+            del img
         t_detected = time.perf_counter()
         await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
 
@@ -237,6 +295,49 @@ class Orchestrator:
         )
         await _emit(events, Done(rid, result))
         return result
+
+    async def _detect_tiles(
+        self, img: np.ndarray, spec: ModelSpec, plan: TilePlan
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Detect text tile by tile and merge the boxes (fixed-input detectors).
+
+        The tiles go to the device as separate jobs, ``spec.batch_size`` tiles a job, all
+        submitted at once so the device can pipeline them (at most ``max_tiles`` per
+        request, so this stays bounded); each job's maps are post-processed in a worker
+        thread as soon as they come back. The first error stops the other jobs and is
+        raised as itself (not wrapped in an exception group), as the single-map path does.
+        """
+        s = self._s
+        n = len(plan.tiles)
+        step = max(1, spec.batch_size)
+        per_tile: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
+        failure: list[BaseException] = []
+
+        async def run_job(indices: range, cancel: trio.CancelScope) -> None:
+            try:
+                tensor, transforms = await trio.to_thread.run_sync(
+                    _prepare_tiles, img, plan, indices, spec
+                )
+                prob = await self._device.infer("detection", tensor)
+                del tensor
+                for j, i in enumerate(indices):
+                    per_tile[i] = await trio.to_thread.run_sync(
+                        _tile_boxes, prob[j], transforms[j], s
+                    )
+            except Exception as exc:
+                if not failure:
+                    failure.append(exc)
+                cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for start in range(0, n, step):
+                nursery.start_soon(run_job, range(start, min(n, start + step)),
+                                   nursery.cancel_scope)
+        if failure:
+            raise failure[0]
+        done = [t for t in per_tile if t is not None]
+        assert len(done) == n, "a tile job ended without result or error"
+        return await trio.to_thread.run_sync(_merge_regions, img, plan, done, s)
 
     async def _classify(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         spec = self._info.model("classifier")

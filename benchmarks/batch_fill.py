@@ -16,17 +16,27 @@ Usage::
 
     python benchmarks/batch_fill.py                 # the full table (minutes on a CPU)
     python benchmarks/batch_fill.py --sroie 2 --rapid 2 --rounds 1   # a quick look
+    python benchmarks/batch_fill.py --backend hailo  # the NPU case, HailoRT stand-in
+
+``--backend hailo`` runs the Hailo backend on the HailoRT stand-in (``tests/hailo_standin``:
+the same PP-OCRv6 ONNX models behind HailoRT's API, with Hailo's fixed 48x320 recognition
+input and a batch of 8), the true NPU case: no width grouping applies, so this is the fill
+a Hailo device gets. Every fill table also gives *each request alone*: the fill a batcher
+that never mixes requests reaches on the same images, sum n_i / sum ceil(n_i / 8) * 8 with
+n_i each image's crop count (counted one request at a time).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -52,13 +62,47 @@ def devdata_dir() -> Path:
     return path
 
 
-def make_config(policy: str, window_ms: float) -> Config:
-    return load_config(env={}, overrides={
+def make_config(policy: str, window_ms: float, backend: str = "onnx") -> Config:
+    config = load_config(env={}, overrides={
         "onnx_models": {"fixed_batch": True, "batch_size_rec": 8},
+        "hailo_models": {"batch_size_rec": 8},
         "batching": {"policy": policy, "window_ms": window_ms},
         "server": {"request_timeout_s": 3600, "max_in_flight": 64},
         "backend": {"job_timeout_s": 600},
     })
+    if backend == "hailo":
+        config = _standin_config(config)
+    return config
+
+
+_standin_files: list[Any] = []
+
+
+def _standin_config(config: Config) -> Config:
+    """``config`` on the HailoRT stand-in (descriptor "HEFs" written once per run into a
+    temporary directory; the stand-in is a test helper, so it is imported from tests/)."""
+    import tempfile
+
+    standin = REPO / "tests" / "hailo_standin"
+    if str(standin) not in sys.path:
+        sys.path.insert(0, str(standin))
+    from hailo_testing import hailo_config, write_models
+
+    if not _standin_files:
+        _standin_files.append(write_models(Path(tempfile.mkdtemp(prefix="hailo-standin-"))))
+    return hailo_config(config, _standin_files[0], timeout_ms=600_000)
+
+
+async def alone_fill(svc: OcrService, images: list[bytes], batch: int) -> float:
+    """The fill of batching each request on its own: each image's crop count n_i, one
+    request at a time, gives sum n_i / sum ceil(n_i / batch) * batch."""
+    counts = []
+    for data in images:
+        before = svc.statistics().batcher.slots_filled
+        await svc.extract(OcrRequest(data, ("en",)))
+        counts.append(svc.statistics().batcher.slots_filled - before)
+    slots = sum(math.ceil(n / batch) * batch for n in counts)
+    return sum(counts) / slots if slots else 0.0
 
 
 @attrs.frozen
@@ -114,12 +158,21 @@ async def main(args: argparse.Namespace) -> None:
     print(f"fill workload: {', '.join(p.name for p in [*sroie, *rapid])}")
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}\n")
 
+    print(f"backend: {args.backend}"
+          + (" (HailoRT stand-in, fixed 48x320 recognition input)" if args.backend == "hailo"
+             else " (CPU, onnx_models.fixed_batch: true)") + ", recognition batch 8\n")
+
     variants = [("adaptive", 8.0), ("window", 8.0), ("window", 20.0)]
     print("| policy | clients | requests | batches | fill | padded slots | "
           "mean queue wait ms | wall s |")
     print("|---|---|---|---|---|---|---|---|")
+    alone: float | None = None
     for policy, window in variants[: 2 if not args.all_windows else 3]:
-        async with open_ocr_service(make_config(policy, window)) as svc:
+        async with open_ocr_service(make_config(policy, window, args.backend)) as svc:
+            if alone is None:
+                alone = await alone_fill(svc, fill_images, 8)
+                print(f"| each request alone (computed) | - | {len(fill_images)} | - | "
+                      f"{alone:.3f} | - | - | - |", flush=True)
             for clients in args.clients:
                 d, wall = await fill_run(svc, fill_images, clients)
                 name = policy if policy == "adaptive" else f"window {window:g} ms"
@@ -136,7 +189,7 @@ async def main(args: argparse.Namespace) -> None:
         for policy, window in variants:
             name = policy if policy == "adaptive" else f"window {window:g} ms"
             services[name] = await stack.enter_async_context(
-                open_ocr_service(make_config(policy, window))
+                open_ocr_service(make_config(policy, window, args.backend))
             )
         befores = {name: svc.statistics().batcher for name, svc in services.items()}
         for _ in range(args.rounds):
@@ -165,6 +218,8 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4, 8])
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds")
+    parser.add_argument("--backend", choices=("onnx", "hailo"), default="onnx",
+                        help="hailo: the Hailo backend on the HailoRT stand-in (tests/)")
     parser.add_argument("--all-windows", action="store_true",
                         help="also measure fill with the 20 ms window")
     trio.run(main, parser.parse_args())

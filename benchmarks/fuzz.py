@@ -86,7 +86,7 @@ class Fuzz:
             # 503 is only right for overload/device trouble, never for a bad input.
             self.crash(kind, f"503 on a healthy server: {r.text[:300]}", body, headers)
         elif r.status_code >= 400:
-            problems = error_body_problems(r.status_code, r.content)
+            problems = error_body_problems(r.status_code, r.content, sent=body)
             if problems:
                 self.crash(kind, "; ".join(problems), body, headers)
         else:

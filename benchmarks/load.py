@@ -196,10 +196,22 @@ def timed_post(
 ) -> tuple[Reply, http.client.HTTPConnection | None]:
     """One request on a keep-alive connection (reopened after a failure). The clock
     covers sending the body, the service's work and reading the answer, as a client sees."""
+    reused = conn is not None
     conn = conn or target.connect()
     t0 = time.perf_counter()
     try:
-        status, raw = post(conn, body)
+        try:
+            status, raw = post(conn, body)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection (Hypercorn does after 5 s,
+            # which the paired c=1 pass easily exceeds): reconnect and send again, as any
+            # HTTP client library does, and time only the attempt that was answered.
+            conn.close()
+            conn = target.connect()
+            t0 = time.perf_counter()
+            status, raw = post(conn, body)
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
         return Reply(index, image.key, 0, time.perf_counter() - t0, None, repr(exc)), None

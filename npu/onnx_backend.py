@@ -55,6 +55,40 @@ def _shared_cpu_arena() -> bool:
         return _shared_arena_state[0]
 
 
+#: glibc's mallopt parameter numbers (malloc.h).
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_malloc_tuned: list[bool] = []
+#: Blocks from this size up are mmapped and go back to the system when freed. Setting it
+#: also stops glibc raising the threshold (up to 32 MB) after large frees, which left
+#: tensors of 4-32 MB in the heap, fragmenting it.
+_MMAP_THRESHOLD = 4 * 1024 * 1024
+
+
+def _bound_malloc_arenas() -> None:
+    """Limit glibc to two malloc arenas and a fixed 4 MB mmap threshold (once per
+    process; a no-op off glibc).
+
+    Without ONNX Runtime's arena, tensors come from malloc, and glibc gives each thread
+    that allocates its own arena (up to 8 per core): detection and recognition outputs,
+    decoded images and crops are allocated in Trio's worker threads, so freed memory sits
+    in many half-empty arenas instead of being reused. Under load that cost 300-500 MB of
+    peak RSS; two arenas and a fixed mmap threshold keep it within the service's budget
+    (benchmarks/RESULTS.md, rows 6-9)."""
+    with _shared_arena_lock:
+        if _malloc_tuned:
+            return
+        _malloc_tuned.append(True)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(_M_ARENA_MAX, 2)
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+            pass
+
+
 class OnnxBackend:
     """Runs the PP-OCR ONNX models on the CPU."""
 
@@ -81,7 +115,12 @@ class OnnxBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        if _shared_cpu_arena():
+        if not self._config.onnx_models.memory_arena:
+            # No arena (RapidOCR's setting too): the largest detection's activations are
+            # freed after the call instead of staying in an arena that also fragments
+            # across input sizes (benchmarks/RESULTS.md: peak RSS under load).
+            opts.enable_cpu_mem_arena = False
+        elif _shared_cpu_arena():
             # One arena for every session: detection and recognition run one after the
             # other, so the peak is the larger model's working set, not the sum of two
             # arenas that each keep their own high-water mark (benchmarks/RESULTS.md:
@@ -100,6 +139,8 @@ class OnnxBackend:
         import onnxruntime as ort
 
         cfg = self._config
+        if not cfg.onnx_models.memory_arena:
+            _bound_malloc_arenas()
         cache: dict[Path, object] = {}
         specs: list[ModelSpec] = []
 

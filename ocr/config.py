@@ -66,6 +66,12 @@ class OcrConfig:
     det_limit_type: str = "min"
     #: ... after capping the long side of the image at this many pixels.
     det_max_side_len: int = 2000
+    #: Most pixels in the dynamic detection input; larger inputs are scaled down to it.
+    #: Detection's working memory grows with its input's pixels (about 180 MB per million
+    #: on the CPU), so this bounds the service's peak RSS. The default touches no image
+    #: of ../shared/devdata (largest: 2.9 Mpx); 2 Mpx lost a wide line's text entirely
+    #: (rapidocr_tests/text_rec.jpg), breaking parity with RapidOCR.
+    det_max_pixels: int = 3_000_000
     #: Most text regions read from one image (the rest are dropped, largest score first).
     max_regions: int = 1000
 
@@ -76,8 +82,10 @@ class BackendConfig:
     type: str = "onnx"
     #: Jobs the device may hold at once; 0 = the backend's own preference.
     max_jobs_in_flight: int = 0
-    #: A single device call taking longer than this is a device fault.
-    job_timeout_s: float = 20.0
+    #: A single device call taking longer than this is a device fault. Generous by
+    #: default because on the CPU a 2000x2000 detection takes over 15 s on two cores; on
+    #: an NPU, where calls take milliseconds, a few seconds detects a hang sooner.
+    job_timeout_s: float = 60.0
     #: Supervisor restart backoff after a device fault: initial and maximum delay.
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
@@ -90,6 +98,11 @@ class OnnxModelsConfig:
     #: Per-language recognition model; a language without one uses the shipped model.
     recognition: Mapping[str, str] = attrs.field(factory=dict)
     classifier: str | None = None
+    #: ONNX Runtime's CPU memory arena, one shared by every session. Off by default: an
+    #: arena keeps its high-water mark (the largest detection's activations) for good and
+    #: fragments across input sizes; without it peak RSS is about 300 MB lower under load
+    #: and memory goes back after each call (benchmarks/RESULTS.md).
+    memory_arena: bool = False
     #: ONNX Runtime threads per session; 0 = one per core.
     intra_op_threads: int = 0
     #: Crops per recognition call.
@@ -186,6 +199,8 @@ class Config:
         ):
             if value < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.ocr.det_max_pixels < 0:
+            problems.append("ocr.det_max_pixels must be 0 (no bound) or more")
         if self.ocr.det_limit_type not in ("min", "max"):
             problems.append("ocr.det_limit_type must be 'min' or 'max'")
         if problems:

@@ -28,6 +28,8 @@ class DynamicDetParams:
     min_side_len: int = 30
     width_height_ratio: float = 8.0  # wider than this gets vertical padding (-1 disables)
     min_height: int = 30
+    #: Most pixels in the network input (0 = no bound beyond ``max_side_len`` squared).
+    max_pixels: int = 0
 
 
 def _round32(v: float) -> int:
@@ -75,6 +77,10 @@ def _net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
     # never holds more pixels than a square image at ``max_side_len`` does. Images of
     # ordinary shape never reach the cap, so parity with RapidOCR is unaffected.
     cap = float(max(p.max_side_len, p.limit_side_len)) ** 2
+    # ``max_pixels`` bounds it further: detection's activations (hence the service's peak
+    # memory) are proportional to the input's pixels (benchmarks/RESULTS.md, peak RSS).
+    if p.max_pixels > 0:
+        cap = min(cap, float(p.max_pixels))
     if h * r * w * r > cap:
         r *= (cap / (h * r * w * r)) ** 0.5
     return _round32(int(h * r)), _round32(int(w * r))

@@ -37,10 +37,11 @@ JSON = {"Content-Type": "application/json"}
 # -- judging answers ---------------------------------------------------------------------
 
 
-def error_body_problems(status: int, body: bytes) -> list[str]:
+def error_body_problems(status: int, body: bytes, sent: bytes = b"") -> list[str]:
     """What is wrong with an error answer (status >= 400), or [] if it follows the SPEC:
     a JSON object with exactly ``success: false``, a non-empty ``error`` and a snake_case
-    ``code``, and no traceback or host path anywhere in it."""
+    ``code``, and no traceback or host path anywhere in it. A marker that occurs in
+    ``sent`` (the request) is an echo of the client's own input, not a leak."""
     problems = []
     try:
         doc = json.loads(body)
@@ -58,8 +59,9 @@ def error_body_problems(status: int, body: bytes) -> list[str]:
     ):
         problems.append(f"{status}: code {code!r} is not stable snake_case")
     text = body.decode("utf-8", "replace")
+    echoed = sent.decode("utf-8", "replace")
     for leak in LEAKS:
-        if leak in text:
+        if leak in text and leak not in echoed:
             problems.append(f"{status}: body leaks {leak!r}: {text[:200]}")
     return problems
 

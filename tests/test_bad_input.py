@@ -192,6 +192,8 @@ async def test_websocket_binary_and_non_json_frames_over_a_real_socket(config):
         async with open_websocket_url(server.ws_url + "/v1/ocr/stream") as ws:
             frames = [
                 (b"\x00\x01\x02binary", "invalid_message"),
+                (b"", "invalid_message"),  # found by benchmarks/fuzz.py: closed the socket
+                ("", "invalid_json"),
                 (bytes(5000), "invalid_message"),
                 ("not json at all", "invalid_json"),
                 ("{\"id\": 1, ", "invalid_json"),

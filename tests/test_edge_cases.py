@@ -95,3 +95,4 @@ async def test_two_hundred_regions(service):
     assert len(text_lines) == len(sample.lines)
     agree = sum(a == b for a, b in zip(text_lines, sample.lines, strict=True))
     assert agree >= 0.8 * len(sample.lines)
+

@@ -45,10 +45,11 @@ request_docs = st.fixed_dictionaries(
 )
 
 
-def _check(status: int, body: bytes) -> None:
+def _check(status: int, body: bytes, sent: bytes) -> None:
     assert status < 500, (status, body[:300])
     if status >= 400:
-        assert not error_body_problems(status, body), error_body_problems(status, body)
+        problems = error_body_problems(status, body, sent)
+        assert not problems, problems
     else:
         doc = json.loads(body)
         assert doc["success"] is True and isinstance(doc["text"], str)
@@ -96,7 +97,7 @@ async def test_random_request_bodies_never_get_a_5xx(config):
         )
         def prop(raw: bytes) -> None:
             status, answer = call(raw, JSON)
-            _check(status, answer)
+            _check(status, answer, raw)
             seen.append(status)
 
         prop()
@@ -131,7 +132,7 @@ async def test_mutated_images_never_get_a_5xx(config):
             else:
                 raw, headers = json.dumps({"image": base64.b64encode(data).decode()}).encode(), JSON
             status, answer = call(raw, headers)
-            _check(status, answer)
+            _check(status, answer, raw)
             seen.append(status)
 
         prop()

@@ -240,3 +240,16 @@ def test_rotate_180():
     crop = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
     assert np.array_equal(rotate_180(rotate_180(crop)), crop)
     assert np.array_equal(rotate_180(crop)[0, 0], crop[-1, -1])
+
+
+def test_dynamic_max_pixels_scales_a_wide_line_down():
+    # a 132 x 709 line: its short side is scaled up to 736, a 736 x 3968 network input
+    # (2.9 Mpx) unless max_pixels bounds it; the aspect ratio is kept either way
+    img = np.zeros((132, 709, 3), np.uint8)
+    net, t = prepare_dynamic(img, DynamicDetParams())
+    assert net.shape[:2] == (736, 3968)
+    net, t = prepare_dynamic(img, DynamicDetParams(max_pixels=2_000_000))
+    h, w = net.shape[:2]
+    assert h * w <= 2_000_000 * 1.05 and h < 736
+    assert abs(w / h - 3968 / 736) < 0.3
+    assert (t.map_h, t.map_w) == (h, w)

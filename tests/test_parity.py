@@ -27,9 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import parity_support as ps
 import pytest
 
-import parity_support as ps
 from ocr.config import load_config
 
 pytestmark = [pytest.mark.devdata, pytest.mark.slow]

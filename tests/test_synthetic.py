@@ -12,13 +12,13 @@ import random
 import unicodedata
 
 import pytest
+import textgen
 import trio
+from conftest import with_changes
 from rapidfuzz.distance import Levenshtein
 
-import textgen
 from actors.messages import OcrRequest
 from actors.service import open_ocr_service
-from conftest import with_changes
 
 MAX_CER = 0.02
 SIZES = (20, 28, 40)

@@ -201,7 +201,9 @@ def grid_image(
     return Sample(canvas, tuple(lines))
 
 
-def stack(images: Sequence[np.ndarray], gap: int = 24, margin: int = 32, bg: int = 245) -> np.ndarray:
+def stack(
+    images: Sequence[np.ndarray], gap: int = 24, margin: int = 32, bg: int = 245
+) -> np.ndarray:
     """Place BGR images one under the other, left aligned, on a plain page."""
     width = max(i.shape[1] for i in images) + 2 * margin
     height = sum(i.shape[0] for i in images) + gap * (len(images) - 1) + 2 * margin

@@ -191,7 +191,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     config = _load(args)
-    sys.stdout.write(yaml.safe_dump(config_to_dict(config, redact=True), sort_keys=False, allow_unicode=True))
+    data = config_to_dict(config, redact=True)  # the token is never printed
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return EXIT_OK
 
 

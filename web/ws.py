@@ -155,6 +155,8 @@ async def _read_messages(
     max_chars = state.config.server.max_body_bytes + _MESSAGE_SLACK
     while True:
         raw = await websocket.receive()
+        if raw is None:  # Quart hands an empty *binary* frame over as None
+            raw = b""
         if len(raw) > max_chars:
             await outbox.send(_error(
                 None, "payload_too_large",
