@@ -31,7 +31,7 @@ from ocr.tiling import plan_tiles  # noqa: E402
 
 #: Tall SROIE receipts the single letterbox reads worst (word F1 against the CPU backend:
 #: 0.19, 0.70 and 0.78 before tiling).
-TALL_RECEIPTS = ("030.jpg", "054.jpg", "078.jpg")
+TALL_RECEIPTS = ("030.jpg", "054.jpg")  # the worst two before tiling (F1 0.19, 0.70)
 
 
 @pytest.fixture(autouse=True)
