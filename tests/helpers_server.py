@@ -61,6 +61,18 @@ async def wait_until(predicate: Callable[[], object], within_s: float = 20.0) ->
             await trio.sleep(0.02)
 
 
+async def wait_listening(proc, log_path, within_s: float = 90.0) -> str:
+    """Wait until a ``hailo-ocr serve`` subprocess logs its address; return its base URL.
+    Fails at once (with the log) if the process exits first."""
+    with trio.fail_after(within_s):
+        while True:
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log_path.read_text())
+            if m:
+                return m.group(1)
+            assert proc.poll() is None, log_path.read_text()
+            await trio.sleep(0.1)
+
+
 def data_uri(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import httpx
 import pytest
 import trio
 import yaml
-from helpers_server import WORDS, text_image, wait_until, words_of
+from helpers_server import WORDS, text_image, wait_listening, wait_until, words_of
 from reliability_support import assert_error_body, children_of, proc_status
 from trio_websocket import open_websocket_url
 
@@ -62,13 +61,7 @@ async def start_server(tmp_path: Path) -> tuple[trio.Process, str, Path]:
             [sys.executable, "-m", "web.cli", "serve", "--config", str(cfg), "--port", "0"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
         )
-    with trio.fail_after(90):
-        while True:
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log_path.read_text())
-            if m:
-                return proc, m.group(1), log_path
-            assert proc.poll() is None, log_path.read_text()
-            await trio.sleep(0.1)
+    return proc, await wait_listening(proc, log_path), log_path
 
 
 @pytest.mark.slow

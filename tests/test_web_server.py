@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from helpers_server import (
     fast,
     running_server,
     text_image,
+    wait_listening,
     wait_until,
     words_of,
 )
@@ -100,13 +100,7 @@ async def _start_serve(tmp_path: Path, extra: dict) -> tuple[trio.Process, str, 
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parent.parent,
     )
     log.close()
-    with trio.fail_after(90):
-        while True:
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log_path.read_text())
-            if m:
-                return proc, m.group(1), log_path
-            assert proc.poll() is None, log_path.read_text()
-            await trio.sleep(0.1)
+    return proc, await wait_listening(proc, log_path), log_path
 
 
 @pytest.mark.slow

@@ -177,8 +177,11 @@ async def image_from_string(value: Any, config: Config) -> bytes:
         _, payload = _parse_data_uri(value.strip())
         return await _b64decode_async(payload, max_bytes)
     if head.startswith("file:"):
-        path = resolve_file_url(value.strip(), config.server.file_root)
-        return await trio.to_thread.run_sync(_read_file, path, max_bytes)
+        # Resolving real paths stats the filesystem too: both off the Trio thread.
+        url, root = value.strip(), config.server.file_root
+        return await trio.to_thread.run_sync(
+            lambda: _read_file(resolve_file_url(url, root), max_bytes)
+        )
     if "://" in value[:32]:
         raise ApiError(
             400, "unsupported_url", "only data:, file:// or plain base64 images are accepted"
