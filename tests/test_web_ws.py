@@ -250,3 +250,31 @@ async def test_at_shutdown_a_socket_finishes_its_images_then_closes(config):
                 with pytest.raises(ConnectionClosed) as closed:
                     await ws.get_message()
             assert closed.value.reason.code == 1001
+
+
+@pytest.mark.parametrize(
+    "gone", [trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceError]
+)
+async def test_a_write_onto_a_closing_connection_cancels_the_socket_work(gone):
+    """Hypercorn half-closes a transport (send_eof) outside its send lock, so a frame written
+    while the client closes meets BusyResourceError; seen at shutdown as a logged traceback.
+    The writer must treat every such error as "the client is gone": cancel, never raise."""
+    from web.ws import _writer
+
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        if sent:
+            raise gone("another task is currently sending data on this SocketStream")
+        sent.append(text)
+
+    outbox_send, outbox_recv = trio.open_memory_channel(4)
+    with trio.fail_after(5):
+        with trio.CancelScope() as connection:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_writer, outbox_recv, send, connection)
+                await outbox_send.send({"type": "accepted", "id": 1})
+                await outbox_send.send({"type": "done", "id": 1})
+                await trio.sleep_forever()  # the socket's other work, until cancelled
+    assert connection.cancelled_caught
+    assert [json.loads(t)["type"] for t in sent] == ["accepted"]

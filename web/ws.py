@@ -8,11 +8,19 @@ and lets a slow reader push back on its own requests (and only on them).
 
 A malformed message is answered with an ``error`` event and the socket stays open: one
 bad frame from a long-lived client should not cost it the images it has in flight.
+
+A write can also find the connection already going: the client closed it while a frame was
+on its way, or Hypercorn is half-closing the transport (it sends EOF outside its send lock,
+so our write then meets ``trio.BusyResourceError``). Nothing can reach that client any
+more, so the socket's work is cancelled, exactly as for a disconnect, and nothing is
+logged as an error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -27,6 +35,7 @@ from .inputs import image_from_string, parse_languages
 from .responses import error_event, event_json
 
 bp = Blueprint("stream", __name__)
+log = logging.getLogger("hailo_ocr.web")
 
 #: Outgoing events buffered per socket before producers wait for the writer.
 _OUTBOX = 64
@@ -38,16 +47,31 @@ _SEND_TIMEOUT_S = 30.0
 _MESSAGE_SLACK = 1024
 
 
+#: What a write raises when the transport under the socket is closing or closed.
+_CONNECTION_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+
+
 def _error(client_id: Any, code: str, message: str, status: int = 400) -> dict[str, Any]:
     return {"type": "error", "id": client_id, "error": message, "code": code, "status": status}
 
 
-async def _writer(outbox: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+async def _writer(
+    outbox: trio.MemoryReceiveChannel[dict[str, Any]],
+    send: Callable[[str], Awaitable[None]],
+    connection: trio.CancelScope,
+) -> None:
+    """Write every event in order; if the connection goes, cancel the socket's work."""
     async with outbox:
         async for message in outbox:
             text = json.dumps(message, ensure_ascii=False)
-            with trio.fail_after(_SEND_TIMEOUT_S):
-                await websocket.send(text)
+            try:
+                with trio.fail_after(_SEND_TIMEOUT_S):
+                    await send(text)
+            except _CONNECTION_GONE as exc:
+                log.info("websocket closed under a write (%s); cancelling its work",
+                         type(exc).__name__)
+                connection.cancel()
+                return
 
 
 async def _run_image(
@@ -197,14 +221,18 @@ async def stream() -> None:
     await websocket.accept()
     outbox_send, outbox_recv = trio.open_memory_channel[dict[str, Any]](_OUTBOX)
     work = _SocketWork()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_writer, outbox_recv)
-        async with outbox_send, trio.open_nursery() as images:
-            with trio.CancelScope() as reading:
-                images.start_soon(_stop_reading_at_shutdown, state, work, reading)
-                await _read_messages(state, images, outbox_send, work)
-    # Only reached at shutdown: every image finished and every event was written.
-    await websocket.close(1001, "the server is shutting down")
+    with trio.CancelScope() as connection:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_writer, outbox_recv, websocket.send, connection)
+            async with outbox_send, trio.open_nursery() as images:
+                with trio.CancelScope() as reading:
+                    images.start_soon(_stop_reading_at_shutdown, state, work, reading)
+                    await _read_messages(state, images, outbox_send, work)
+        # Only reached at shutdown: every image finished and every event was written.
+        try:
+            await websocket.close(1001, "the server is shutting down")
+        except _CONNECTION_GONE:
+            pass  # the client closed first (or Hypercorn is closing it): it is gone either way
 
 
 def register(app) -> None:
