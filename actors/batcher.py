@@ -267,6 +267,8 @@ class Batcher:
             # crops to be padded to the oldest crop's width, so results never depend on
             # what else is in flight (and match PaddleOCR's own grouping).
             first = q[0]
+            if not spec.fixed_batch:
+                size = min(size, max(1, _columns_budget(spec) // max(1, first.width)))
             batch = [p for p in q if p.exact and p.width == first.width][:size]
             taken = {id(p) for p in batch}
             kept = [p for p in q if id(p) not in taken]
@@ -390,6 +392,15 @@ class Batcher:
                         await trio.sleep(0.05)
         finally:
             self._fail_all(ShuttingDown("the service is stopping"))
+
+
+def _columns_budget(spec: ModelSpec) -> int:
+    """Most padded columns in one dynamic-width batch: ``batch_size`` crops at twice the
+    nominal width. Recognition's working memory grows with the batch's columns (about
+    0.55 MB per column at height 48 on the CPU: 420 MB for 8 lines of 1920), so wide lines
+    go in smaller batches; a line's text does not depend on its batch's size
+    (benchmarks/RESULTS.md, row 13)."""
+    return max(1, spec.batch_size) * 2 * (spec.width or 320)
 
 
 def _pack(

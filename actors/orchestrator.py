@@ -219,6 +219,11 @@ class Orchestrator:
         # to keep the device fed (some running, some ready, some decoding), and peak memory
         # no longer grows with the requests in flight (benchmarks/RESULTS.md, peak RSS).
         self._image_stage = trio.CapacityLimiter(max(4, 2 * info.max_jobs_in_flight))
+        # Of those, only as many as the device runs at once hold a float detection input
+        # (12 bytes a pixel: 26 MB at 2.2 Mpx); the others wait as decoded images. The
+        # input is made in a few ms, so nothing is prepared ahead; the previous image's
+        # boxes are found while the device runs the next (benchmarks/RESULTS.md, row 12).
+        self._det_stage = trio.CapacityLimiter(max(1, info.max_jobs_in_flight))
 
     async def run(
         self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None
@@ -245,14 +250,16 @@ class Orchestrator:
             if plan is not None and plan.tiled:
                 quads, crops = await self._detect_tiles(img, det_spec, plan)
             else:
-                tensor, transform = await trio.to_thread.run_sync(
-                    _prepare_detection, img, det_spec, s
-                )
-                prob = await self._device.infer("detection", tensor)
+                async with self._det_stage:
+                    tensor, transform = await trio.to_thread.run_sync(
+                        _prepare_detection, img, det_spec, s
+                    )
+                    prob = await self._device.infer("detection", tensor)
+                    del tensor
                 quads, crops = await trio.to_thread.run_sync(
                     _find_regions, img, prob[0], transform, s
                 )
-                del tensor, prob
+                del prob
             # The decoded image, the detection input and its probability map are tens of
             # MB for a receipt; drop them now, not when recognition ends, or every request
             # waiting in the batcher keeps them (benchmarks/RESULTS.md, peak RSS).

@@ -32,29 +32,7 @@ REC_HEIGHT = 48
 REC_NOMINAL_WIDTH = 320
 
 
-_shared_arena_lock = threading.Lock()
-_shared_arena_state: list[bool] = []  # [registered?] once tried
-
-
-def _shared_cpu_arena() -> bool:
-    """Register one CPU arena allocator in ONNX Runtime's process-wide environment (once
-    per process; every later backend, e.g. after a restart, reuses it). False when this
-    ONNX Runtime cannot do it: sessions then keep their own arenas, as before."""
-    with _shared_arena_lock:
-        if not _shared_arena_state:
-            import onnxruntime as ort
-
-            try:
-                info = ort.OrtMemoryInfo(
-                    "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
-                )
-                ort.create_and_register_allocator(info, ort.OrtArenaCfg({}))
-                _shared_arena_state.append(True)
-            except Exception:  # an older or stripped-down build: per-session arenas
-                _shared_arena_state.append(False)
-        return _shared_arena_state[0]
-
-
+_malloc_lock = threading.Lock()
 #: glibc's mallopt parameter numbers (malloc.h).
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -63,19 +41,23 @@ _malloc_tuned: list[bool] = []
 #: also stops glibc raising the threshold (up to 32 MB) after large frees, which left
 #: tensors of 4-32 MB in the heap, fragmenting it.
 _MMAP_THRESHOLD = 4 * 1024 * 1024
+#: Run option: after each call, the session's arena gives back the chunks it no longer
+#: uses, so one large detection does not keep its working set for good.
+_SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
-def _bound_malloc_arenas() -> None:
-    """Limit glibc to two malloc arenas and a fixed 4 MB mmap threshold (once per
-    process; a no-op off glibc).
+def _bound_malloc(*, mmap_threshold: bool) -> None:
+    """Limit glibc to two malloc arenas, and with ``mmap_threshold`` fix its mmap
+    threshold at 4 MB (once per process; a no-op off glibc).
 
-    Without ONNX Runtime's arena, tensors come from malloc, and glibc gives each thread
-    that allocates its own arena (up to 8 per core): detection and recognition outputs,
-    decoded images and crops are allocated in Trio's worker threads, so freed memory sits
-    in many half-empty arenas instead of being reused. Under load that cost 300-500 MB of
-    peak RSS; two arenas and a fixed mmap threshold keep it within the service's budget
-    (benchmarks/RESULTS.md, rows 6-9)."""
-    with _shared_arena_lock:
+    Decoded images, crops and batches are allocated in Trio's worker threads, and glibc
+    gives each thread that allocates its own arena (up to 8 per core), so freed memory
+    sits in many half-empty arenas instead of being reused: under load that cost
+    300-500 MB of peak RSS (benchmarks/RESULTS.md, rows 6-9). The fixed mmap threshold
+    matters only without ONNX Runtime's arena, when every tensor comes from malloc; it
+    is not set otherwise because it makes each large block fresh, zeroed pages
+    (benchmarks/RESULTS.md, row 11: 15-35 % slower detection)."""
+    with _malloc_lock:
         if _malloc_tuned:
             return
         _malloc_tuned.append(True)
@@ -84,7 +66,8 @@ def _bound_malloc_arenas() -> None:
 
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(_M_ARENA_MAX, 2)
-            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+            if mmap_threshold:
+                libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
         except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
             pass
 
@@ -97,6 +80,7 @@ class OnnxBackend:
         self._sessions: dict[str, object] = {}
         self._input_names: dict[str, str] = {}
         self._info: BackendInfo | None = None
+        self._run_options: object | None = None
 
     def _path(self, configured: str | None, shipped: str) -> Path:
         if configured is None:
@@ -115,17 +99,10 @@ class OnnxBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        if not self._config.onnx_models.memory_arena:
-            # No arena (RapidOCR's setting too): the largest detection's activations are
-            # freed after the call instead of staying in an arena that also fragments
-            # across input sizes (benchmarks/RESULTS.md: peak RSS under load).
-            opts.enable_cpu_mem_arena = False
-        elif _shared_cpu_arena():
-            # One arena for every session: detection and recognition run one after the
-            # other, so the peak is the larger model's working set, not the sum of two
-            # arenas that each keep their own high-water mark (benchmarks/RESULTS.md:
-            # about -240 MB peak RSS on receipts, no change in speed).
-            opts.add_session_config_entry("session.use_env_allocators", "1")
+        # With the arena (default) a call reuses memory its earlier operators freed, and
+        # the run option in _run shrinks it after each call; without it every tensor is
+        # fresh pages from malloc, 15-35 % slower (benchmarks/RESULTS.md, row 11).
+        opts.enable_cpu_mem_arena = self._config.onnx_models.memory_arena
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
@@ -139,8 +116,10 @@ class OnnxBackend:
         import onnxruntime as ort
 
         cfg = self._config
-        if not cfg.onnx_models.memory_arena:
-            _bound_malloc_arenas()
+        _bound_malloc(mmap_threshold=True)
+        self._run_options = ort.RunOptions()
+        if cfg.onnx_models.memory_arena:
+            self._run_options.add_run_config_entry(*_SHRINK_ARENA)
         cache: dict[Path, object] = {}
         specs: list[ModelSpec] = []
 
@@ -171,12 +150,15 @@ class OnnxBackend:
                 )
             model_id = f"recognition_{lang}"
             self._register(model_id, session)
+            # fixed_batch emulates a compiled NPU model: a fixed batch *and* a fixed
+            # 320-column input, so lines are split and any crops can share a batch.
+            fixed = cfg.onnx_models.fixed_batch
             specs.append(
                 ModelSpec(
-                    id=model_id, kind="recognition", name=rec_path.name, policy="dynamic",
+                    id=model_id, kind="recognition", name=rec_path.name,
+                    policy="fixed" if fixed else "dynamic",
                     layout="nchw_float", height=REC_HEIGHT, width=REC_NOMINAL_WIDTH,
-                    batch_size=batch, fixed_batch=cfg.onnx_models.fixed_batch, language=lang,
-                    charset=charset,
+                    batch_size=batch, fixed_batch=fixed, language=lang, charset=charset,
                 )
             )
 
@@ -217,7 +199,7 @@ class OnnxBackend:
         if session is None:
             raise InferenceError(f"model {model_id} is not loaded")
         try:
-            out = session.run(None, {self._input_names[model_id]: batch})[0]
+            out = session.run(None, {self._input_names[model_id]: batch}, self._run_options)[0]
         except Exception as exc:
             raise InferenceError(f"{model_id} failed: {exc}") from exc
         if out.ndim == 4 and model_id == "detection":  # (N, 1, H, W) -> (N, H, W)

@@ -67,11 +67,12 @@ class OcrConfig:
     #: ... after capping the long side of the image at this many pixels.
     det_max_side_len: int = 2000
     #: Most pixels in the dynamic detection input; larger inputs are scaled down to it.
-    #: Detection's working memory grows with its input's pixels (about 180 MB per million
-    #: on the CPU), so this bounds the service's peak RSS. The default touches no image
-    #: of ../shared/devdata (largest: 2.9 Mpx); 2 Mpx lost a wide line's text entirely
-    #: (rapidocr_tests/text_rec.jpg), breaking parity with RapidOCR.
-    det_max_pixels: int = 3_000_000
+    #: Detection's working memory grows with its input's pixels (about 200 MB per million
+    #: on the CPU), so this bounds the service's peak RSS. Only small images scaled *up* to
+    #: the 736 px short side get this large (a 132x709 line becomes 736x3968, 2.9 Mpx).
+    #: 2.2 Mpx reads every image of ../shared/devdata as RapidOCR does; at 2.0 Mpx
+    #: rapidocr_tests/text_rec.jpg is read where RapidOCR (at 2.5 Mpx) finds no text.
+    det_max_pixels: int = 2_200_000
     #: Most text regions read from one image (the rest are dropped, largest score first).
     max_regions: int = 1000
 
@@ -98,16 +99,18 @@ class OnnxModelsConfig:
     #: Per-language recognition model; a language without one uses the shipped model.
     recognition: Mapping[str, str] = attrs.field(factory=dict)
     classifier: str | None = None
-    #: ONNX Runtime's CPU memory arena, one shared by every session. Off by default: an
-    #: arena keeps its high-water mark (the largest detection's activations) for good and
-    #: fragments across input sizes; without it peak RSS is about 300 MB lower under load
-    #: and memory goes back after each call (benchmarks/RESULTS.md).
-    memory_arena: bool = False
+    #: ONNX Runtime's CPU memory arena, one per session, shrunk after every call. On by
+    #: default: without it every tensor is fresh pages from malloc and detection is 15-35 %
+    #: slower; the shrink gives a large detection's working set back after the call, so
+    #: the arena does not keep the high-water mark (benchmarks/RESULTS.md, row 11).
+    memory_arena: bool = True
     #: ONNX Runtime threads per session; 0 = one per core.
     intra_op_threads: int = 0
     #: Crops per recognition call.
     batch_size_rec: int = 8
-    #: Emulate a fixed-batch device: every call carries exactly batch_size_rec frames.
+    #: Emulate a compiled NPU recognition model: every call carries exactly
+    #: batch_size_rec frames of a fixed 48x320 input (wide lines are split, as on the NPU).
+    #: For measuring batching on the CPU; the text then differs from RapidOCR's.
     fixed_batch: bool = False
 
 

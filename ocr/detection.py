@@ -123,10 +123,15 @@ def prepare_fixed(
 def to_nchw_normalised(images: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """Stack HWC ``uint8`` images into NCHW float32 scaled to [-1, 1] (PaddleOCR's mean/std 0.5)."""
     batch = np.stack(images) if isinstance(images, list) else images[None]
-    out = batch.astype(np.float32).transpose(0, 3, 1, 2)
-    out *= 2.0 / 255.0
-    out -= 1.0
-    return np.ascontiguousarray(out)
+    n, h, w, c = batch.shape
+    # Written channel by channel into the NCHW result: no float HWC copy on the way, which
+    # would double the 12 bytes a pixel this costs (26 MB for a 2.2 Mpx detection input).
+    out = np.empty((n, c, h, w), dtype=np.float32)
+    for ch in range(c):
+        out[:, ch] = batch[..., ch]
+    out *= np.float32(2.0 / 255.0)
+    out -= np.float32(1.0)
+    return out
 
 
 def to_nhwc_rgb_uint8(images: list[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -31,6 +31,11 @@ async def test_concurrent_requests_read_the_same_text_as_one_at_a_time(
     images = {name: (devdata / name).read_bytes() for name in IMAGES}
     before = {t.ident for t in threading.enumerate()}
     async with open_ocr_service(cfg) as svc:
+        # fixed_batch emulates the NPU's compiled recogniser: fixed batch and fixed width.
+        rec = svc.info.model("recognition_en")
+        assert (rec.policy, rec.width, rec.fixed_batch) == (
+            ("fixed", 320, True) if fixed_batch else ("dynamic", 320, False)
+        )
         alone = {}
         for name, data in images.items():
             result = await svc.extract(OcrRequest(data, ("en",)))
