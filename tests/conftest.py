@@ -53,3 +53,45 @@ def with_changes(config: Config, **sections: dict) -> Config:
     """``config`` with some keys of some sections replaced."""
     changes = {name: attrs.evolve(getattr(config, name), **keys) for name, keys in sections.items()}
     return attrs.evolve(config, **changes)
+
+
+# -- the HailoRT stand-in (tests/hailo_standin), for tests/test_hailo_*.py -----------------
+# Imported only inside these fixtures, so tests that do not ask for them never load it.
+
+HAILO_STANDIN = Path(__file__).resolve().parent / "hailo_standin"
+
+
+def _standin():
+    import sys
+
+    if str(HAILO_STANDIN) not in sys.path:
+        sys.path.insert(0, str(HAILO_STANDIN))
+    from hailo_platform import _standin as standin
+
+    return standin
+
+
+@pytest.fixture
+def hailo_standin():
+    """The stand-in's shared state (devices, fault injection) reset around the test; and
+    nothing may still hold the pretend device when the test ends."""
+    standin = _standin()
+    standin.reset()
+    yield standin
+    held = standin.held_by()
+    standin.reset()
+    assert all(v is None for v in held.values()), held
+
+
+@pytest.fixture(scope="session")
+def hailo_model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hailo_models")
+
+
+@pytest.fixture
+def hailo_files(hailo_model_dir):
+    """Stand-in "HEFs" (descriptors running the shipped ONNX models) and a charset."""
+    _standin()
+    from hailo_testing import write_models
+
+    return write_models(hailo_model_dir)

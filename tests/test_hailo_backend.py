@@ -47,28 +47,12 @@ from ocr.recognition import ctc_greedy_decode, pack_fixed_rgb, resize_for_rec  #
 assert getattr(hailo_platform, "STANDIN", False), "the HailoRT stand-in must be the one imported"
 
 
-@pytest.fixture(autouse=True)
-def clean_standin():
-    _standin.reset()
-    yield
-    _standin.reset()
-    # Nothing may hold the pretend device after a test.
-    assert all(v is None for v in _standin.held_by().values()), _standin.held_by()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hailo_models")
+pytestmark = pytest.mark.usefixtures("hailo_standin")
 
 
 @pytest.fixture
-def files(model_dir):
-    return write_models(model_dir)
-
-
-@pytest.fixture
-def hcfg(config, files):
-    return hailo_config(config, files, timeout_ms=20000)
+def hcfg(config, hailo_files):
+    return hailo_config(config, hailo_files, timeout_ms=20000)
 
 
 def word_crop(word: str) -> np.ndarray:
@@ -125,8 +109,10 @@ def test_load_reads_shapes_and_publishes_fixed_specs(hcfg, caplog):
     assert "input (544, 960, 3) UINT8/NHWC" in text and "output (1, 40, 18710) FLOAT32" in text
 
 
-def test_shapes_come_from_the_model_not_constants(config, model_dir):
-    files = write_models(model_dir / "other", det_shape=(480, 640, 3), rec_shape=(48, 256, 3))
+def test_shapes_come_from_the_model_not_constants(config, hailo_model_dir):
+    files = write_models(
+        hailo_model_dir / "other", det_shape=(480, 640, 3), rec_shape=(48, 256, 3)
+    )
     backend = HailoBackend(hailo_config(config, files))
     try:
         info = backend.load()
@@ -137,10 +123,11 @@ def test_shapes_come_from_the_model_not_constants(config, model_dir):
     assert rec.output_shape == (32, 18710)
 
 
-def test_character_list_must_match_the_class_count(config, files, tmp_path):
+def test_character_list_must_match_the_class_count(config, hailo_files, tmp_path):
     short = tmp_path / "short.txt"
-    short.write_text("\n".join(files.charset.read_text(encoding="utf-8").splitlines()[:-1]) + "\n")
-    bad = hailo_config(config, attrs.evolve(files, charset=short))
+    chars = hailo_files.charset.read_text(encoding="utf-8").splitlines()
+    short.write_text("\n".join(chars[:-1]) + "\n")
+    bad = hailo_config(config, attrs.evolve(hailo_files, charset=short))
     with pytest.raises(ModelLoadError, match="18710 classes but its character list has 18709"):
         HailoBackend(bad).load()
     # No list: English falls back to the built-in 97 classes of Hailo's ocr.hef.
@@ -176,19 +163,19 @@ def test_a_file_that_is_no_hef_is_a_model_error(hcfg, tmp_path):
 
 
 @pytest.mark.parametrize("n", [1, 8, 15])
-async def test_recognition_batches_read_the_words(hcfg, files, n):
+async def test_recognition_batches_read_the_words(hcfg, hailo_files, n):
     backend = HailoBackend(hcfg)
     info = await trio.to_thread.run_sync(backend.load)
     try:
         words = WORDS[:n]
-        before = _standin.jobs_run(str(files.rec))
+        before = _standin.jobs_run(str(hailo_files.rec))
         probs = await backend.infer("recognition_en", rec_batch(words))
         assert probs.shape == (n, 40, 18710) and probs.dtype == np.float32
         assert np.allclose(probs.sum(axis=2), 1.0, atol=1e-3)
         texts = [t for t, _ in ctc_greedy_decode(probs, info.model("recognition_en").charset)]
         assert texts == words
         # 15 crops with batch size 8 are two jobs (8 + 7): no blank frames are added.
-        assert _standin.jobs_run(str(files.rec)) - before == (n + 7) // 8
+        assert _standin.jobs_run(str(hailo_files.rec)) - before == (n + 7) // 8
     finally:
         backend.close()
 
@@ -233,12 +220,12 @@ async def test_wrong_input_is_the_jobs_error_not_the_devices(hcfg):
         backend.close()
 
 
-async def test_logits_get_a_softmax(config, model_dir):
-    plain = write_models(model_dir / "p")
-    logits = write_models(model_dir / "l", rec={"output": "logits"})
+async def test_logits_get_a_softmax(config, hailo_model_dir):
+    plain = write_models(hailo_model_dir / "p")
+    logits = write_models(hailo_model_dir / "l", rec={"output": "logits"})
     outs = []
-    for files in (plain, logits):
-        backend = HailoBackend(hailo_config(config, files))
+    for hailo_files in (plain, logits):
+        backend = HailoBackend(hailo_config(config, hailo_files))
         await trio.to_thread.run_sync(backend.load)
         try:
             outs.append(await backend.infer("recognition_en", rec_batch(["GARDEN", "MARKET"])))
@@ -308,26 +295,26 @@ async def _loaded(cfg) -> HailoBackend:
     return backend
 
 
-async def test_a_timeout_is_retried_once(hcfg, files, caplog):
+async def test_a_timeout_is_retried_once(hcfg, hailo_files, caplog):
     cfg = attrs.evolve(hcfg, hailo_models=attrs.evolve(hcfg.hailo_models, timeout_ms=1000))
     backend = await _loaded(cfg)
     try:
-        _standin.inject(str(files.rec), "not_ready", times=1)
+        _standin.inject(str(hailo_files.rec), "not_ready", times=1)
         out = await backend.infer("recognition_en", rec_batch(["SILVER"]))
         assert out.shape[0] == 1
         assert "retrying once" in caplog.text
-        _standin.inject(str(files.rec), "not_ready", times=2)
+        _standin.inject(str(hailo_files.rec), "not_ready", times=2)
         with pytest.raises(DeviceTimeout, match="twice"):
             await backend.infer("recognition_en", rec_batch(["SILVER"]))
     finally:
         backend.close()
 
 
-async def test_a_job_that_never_completes_is_bounded(hcfg, files):
+async def test_a_job_that_never_completes_is_bounded(hcfg, hailo_files):
     cfg = attrs.evolve(hcfg, hailo_models=attrs.evolve(hcfg.hailo_models, timeout_ms=300))
     backend = await _loaded(cfg)
     try:
-        _standin.inject(str(files.det), "hang")
+        _standin.inject(str(hailo_files.det), "hang")
         with trio.fail_after(5):
             with pytest.raises(DeviceTimeout, match="did not complete within 300 ms"):
                 await backend.infer("detection", np.zeros((1, *DET_SHAPE), np.uint8))
@@ -335,10 +322,10 @@ async def test_a_job_that_never_completes_is_bounded(hcfg, files):
         backend.close()
 
 
-async def test_failed_job_is_a_device_fault_and_a_lost_device_is_device_lost(hcfg, files):
+async def test_failed_job_is_a_device_fault_and_a_lost_device_is_device_lost(hcfg, hailo_files):
     backend = await _loaded(hcfg)
     try:
-        _standin.inject(str(files.rec), "error", status=8)
+        _standin.inject(str(hailo_files.rec), "error", status=8)
         with pytest.raises(DeviceFault, match="HAILO_INTERNAL_FAILURE") as info:
             await backend.infer("recognition_en", rec_batch(["RIVER"]))
         assert not isinstance(info.value, DeviceLost)
@@ -347,7 +334,7 @@ async def test_failed_job_is_a_device_fault_and_a_lost_device_is_device_lost(hcf
 
     backend = await _loaded(hcfg)  # a reload works
     try:
-        _standin.inject(str(files.rec), "lost")
+        _standin.inject(str(hailo_files.rec), "lost")
         with pytest.raises(DeviceLost, match="status 62, HAILO_COMMUNICATION_CLOSED"):
             await backend.infer("recognition_en", rec_batch(["RIVER"]))
         # The dead VDevice is not handed out again, even while this backend holds it.

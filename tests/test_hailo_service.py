@@ -26,7 +26,7 @@ STANDIN = Path(__file__).resolve().parent / "hailo_standin"
 sys.path.insert(0, str(STANDIN))
 
 from hailo_platform import VDevice, _standin  # noqa: E402  (the stand-in)
-from hailo_testing import hailo_config, write_models  # noqa: E402
+from hailo_testing import hailo_config  # noqa: E402
 from helpers_server import wait_until  # noqa: E402
 from parity_support import load_score_module  # noqa: E402
 
@@ -37,26 +37,12 @@ from npu.errors import DeviceBusy, DeviceFault, DeviceLost, DeviceTimeout  # noq
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def clean_standin():
-    _standin.reset()
-    yield
-    _standin.reset()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hailo_service_models")
+pytestmark = pytest.mark.usefixtures("hailo_standin")
 
 
 @pytest.fixture
-def files(model_dir):
-    return write_models(model_dir)
-
-
-@pytest.fixture
-def hcfg(config, files):
-    cfg = hailo_config(config, files, timeout_ms=20000)
+def hcfg(config, hailo_files):
+    cfg = hailo_config(config, hailo_files, timeout_ms=20000)
     return attrs.evolve(
         cfg, backend=attrs.evolve(cfg.backend, restart_backoff_s=0.05, restart_backoff_max_s=0.2)
     )
@@ -168,7 +154,7 @@ async def test_a_shared_group_coexists_with_another_service(hcfg):
     ],
 )
 async def test_device_faults_fail_the_request_and_the_service_recovers(
-    hcfg, files, fault, options, error
+    hcfg, hailo_files, fault, options, error
 ):
     # A hung job is noticed after timeout_ms; the others need no short bound (and a busy
     # CI machine needs a long one).
@@ -177,7 +163,7 @@ async def test_device_faults_fail_the_request_and_the_service_recovers(
     image = long_line_image("MARKET")
     async with open_ocr_service(cfg) as service:
         assert (await service.extract(OcrRequest(image, ("en",)))).text == "MARKET"
-        _standin.inject(str(files.rec), fault, **options)
+        _standin.inject(str(hailo_files.rec), fault, **options)
         with pytest.raises(error) as info:
             await service.extract(OcrRequest(image, ("en",)))
         assert type(info.value) is error or fault == "error"
@@ -197,17 +183,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_hailo_ocr_serve_with_the_hailo_backend(files, tmp_path):
+def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
     if not (REPO / "web" / "cli.py").is_file():
         pytest.skip("web/ is not there yet")
     config = tmp_path / "hailo-ocr.yaml"
     config.write_text(
         "ocr:\n  languages: [en]\n  default_language: en\n"
         "hailo_models:\n"
-        f"  detection_hef: {files.det.name}\n"
-        f"  recognition_hefs: {{en: {files.rec.name}}}\n"
-        f"  character_lists: {{en: {files.charset.name}}}\n"
-        f"  search_paths: [{files.det.parent}]\n",
+        f"  detection_hef: {hailo_files.det.name}\n"
+        f"  recognition_hefs: {{en: {hailo_files.rec.name}}}\n"
+        f"  character_lists: {{en: {hailo_files.charset.name}}}\n"
+        f"  search_paths: [{hailo_files.det.parent}]\n",
         encoding="utf-8",
     )
     port = _free_port()

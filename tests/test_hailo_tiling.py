@@ -21,7 +21,7 @@ STANDIN = Path(__file__).resolve().parent / "hailo_standin"
 sys.path.insert(0, str(STANDIN))
 
 from hailo_platform import _standin  # noqa: E402  (the stand-in)
-from hailo_testing import DET_SHAPE, hailo_config, write_models  # noqa: E402
+from hailo_testing import DET_SHAPE, hailo_config  # noqa: E402
 from parity_support import load_score_module  # noqa: E402
 
 from actors.messages import OcrRequest  # noqa: E402
@@ -34,26 +34,12 @@ from ocr.tiling import plan_tiles  # noqa: E402
 TALL_RECEIPTS = ("030.jpg", "054.jpg")  # the worst two before tiling (F1 0.19, 0.70)
 
 
-@pytest.fixture(autouse=True)
-def clean_standin():
-    _standin.reset()
-    yield
-    _standin.reset()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hailo_tiling_models")
+pytestmark = pytest.mark.usefixtures("hailo_standin")
 
 
 @pytest.fixture
-def files(model_dir):
-    return write_models(model_dir)
-
-
-@pytest.fixture
-def hcfg(config, files):
-    return hailo_config(config, files, timeout_ms=20000)
+def hcfg(config, hailo_files):
+    return hailo_config(config, hailo_files, timeout_ms=20000)
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -104,15 +90,15 @@ def tall_receipt(config) -> tuple[np.ndarray, list[str], str]:
     return img, lines, seam_line
 
 
-async def test_a_tall_receipt_is_read_in_tiles_and_a_seam_line_once(config, hcfg, files):
+async def test_a_tall_receipt_is_read_in_tiles_and_a_seam_line_once(config, hcfg, hailo_files):
     img, lines, seam_line = tall_receipt(config)
     plan = _plan_for(config, *img.shape[:2])
     # Letterboxed whole, 22-pixel letters would be 6 pixels high: nothing to read.
     assert min(DET_SHAPE[0] / img.shape[0], DET_SHAPE[1] / img.shape[1]) < 0.31
     async with open_ocr_service(hcfg) as service:
-        before = _standin.jobs_run(str(files.det))
+        before = _standin.jobs_run(str(hailo_files.det))
         r = await service.extract(OcrRequest(_png(img), ("en",)))
-        det_jobs = _standin.jobs_run(str(files.det)) - before
+        det_jobs = _standin.jobs_run(str(hailo_files.det)) - before
     assert det_jobs == len(plan.tiles) >= 3  # one job per tile (batch_size_det 1)
     assert line_f1(r.regions, lines) >= 0.9, r.text
     seam_regions = [reg for reg in r.regions if "SEAMLINE" in reg.text]
@@ -123,35 +109,35 @@ async def test_a_tall_receipt_is_read_in_tiles_and_a_seam_line_once(config, hcfg
     assert min(ys) < plan.tiles[0].y1 < max(ys)
 
 
-async def test_tiles_go_to_the_device_in_batches_of_batch_size_det(config, files):
-    cfg = hailo_config(config, files, timeout_ms=20000, batch_size_det=4)
+async def test_tiles_go_to_the_device_in_batches_of_batch_size_det(config, hailo_files):
+    cfg = hailo_config(config, hailo_files, timeout_ms=20000, batch_size_det=4)
     img, lines, _ = tall_receipt(config)
     n_tiles = len(_plan_for(config, *img.shape[:2]).tiles)
     async with open_ocr_service(cfg) as service:
         assert service.info.kind == "hailo"
-        before = _standin.jobs_run(str(files.det))
+        before = _standin.jobs_run(str(hailo_files.det))
         r = await service.extract(OcrRequest(_png(img), ("en",)))
-        det_jobs = _standin.jobs_run(str(files.det)) - before
+        det_jobs = _standin.jobs_run(str(hailo_files.det)) - before
     assert det_jobs == -(-n_tiles // 4) < n_tiles
     assert line_f1(r.regions, lines) >= 0.9, r.text
 
 
-async def test_a_landscape_image_is_still_one_letterbox(config, hcfg, files):
+async def test_a_landscape_image_is_still_one_letterbox(config, hcfg, hailo_files):
     h, w = 720, 1280
     assert not _plan_for(config, h, w).tiled
     img = np.full((h, w, 3), 255, np.uint8)
     cv2.putText(img, "LANDSCAPE 2024", (200, 380), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (0, 0, 0), 4,
                 cv2.LINE_AA)
     async with open_ocr_service(hcfg) as service:
-        before = _standin.jobs_run(str(files.det))
+        before = _standin.jobs_run(str(hailo_files.det))
         r = await service.extract(OcrRequest(_png(img), ("en",)))
-        assert _standin.jobs_run(str(files.det)) - before == 1
+        assert _standin.jobs_run(str(hailo_files.det)) - before == 1
     assert r.text.replace(" ", "") == "LANDSCAPE2024"
 
 
 @pytest.mark.devdata
 @pytest.mark.slow
-async def test_tall_receipts_read_like_the_cpu_backend(devdata, config, hcfg, files):
+async def test_tall_receipts_read_like_the_cpu_backend(devdata, config, hcfg, hailo_files):
     score = load_score_module(devdata)
     paths = [devdata / "sroie_dev" / "images" / name for name in TALL_RECEIPTS]
     onnx_cfg = attrs.evolve(
@@ -167,7 +153,7 @@ async def test_tall_receipts_read_like_the_cpu_backend(devdata, config, hcfg, fi
                 r = await service.extract(OcrRequest(path.read_bytes(), ("en",)))
                 bags[name].append(Counter(w for reg in r.regions for w in score.tokens(reg.text)))
                 regions[name].append(len(r.regions))
-    assert _standin.jobs_run(str(files.det)) >= 1 + 2 * len(paths)  # warm-up + tiles
+    assert _standin.jobs_run(str(hailo_files.det)) >= 1 + 2 * len(paths)  # warm-up + tiles
     for i, name in enumerate(TALL_RECEIPTS):
         assert sum(bags["onnx"][i].values()) > 60  # the receipts really have text
         f1 = bag_f1(bags["hailo"][i], bags["onnx"][i])
