@@ -394,6 +394,21 @@ class Batcher:
             self._fail_all(ShuttingDown("the service is stopping"))
 
 
+def refuse_submissions(inbox: trio.MemoryReceiveChannel, error: BaseException) -> None:
+    """Answer every crop of the submissions still buffered in ``inbox`` with ``error``
+    (the batcher has stopped; nobody will batch them)."""
+    while True:
+        try:
+            sub = inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+        for i in range(len(sub.crops)):
+            try:
+                sub.reply.send_nowait(RecResult(i, error=fresh_error(error)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+                break  # the caller went away
+
+
 def _columns_budget(spec: ModelSpec) -> int:
     """Most padded columns in one dynamic-width batch: ``batch_size`` crops at twice the
     nominal width. Recognition's working memory grows with the batch's columns (about

@@ -273,7 +273,7 @@ async def _refuse_jobs_for(
             _refuse(job, DeviceFault(why))
 
 
-def _refuse_queued(jobs: trio.MemoryReceiveChannel, why: str) -> None:
+def refuse_queued_jobs(jobs: trio.MemoryReceiveChannel, why: str) -> None:
     """Answer the jobs still buffered in the channel; nobody will run them."""
     while True:
         try:
@@ -359,4 +359,4 @@ async def serve_npu_owner(
                 delay = backoff_max
     finally:
         board._set_not_ready("stopped")
-        _refuse_queued(jobs, "the service is stopping")
+        refuse_queued_jobs(jobs, "the service is stopping")

@@ -19,10 +19,16 @@ import trio
 from npu.backend import Backend, BackendInfo
 from ocr.config import Config
 
-from .batcher import Batcher, BatcherStatistics
+from .batcher import Batcher, BatcherStatistics, refuse_submissions
 from .errors import NotReady, Overloaded, RequestTimeout, ShuttingDown, UnsupportedLanguage
 from .messages import Event, Failed, InferJob, OcrRequest, OcrResult, RecSubmission
-from .npu_owner import DeviceBoard, DeviceClient, DeviceStatistics, serve_npu_owner
+from .npu_owner import (
+    DeviceBoard,
+    DeviceClient,
+    DeviceStatistics,
+    refuse_queued_jobs,
+    serve_npu_owner,
+)
 from .orchestrator import Orchestrator, PipelineSettings
 
 log = logging.getLogger("hailo_ocr.service")
@@ -186,6 +192,29 @@ class OcrService:
                 self._idle.set()
 
 
+@asynccontextmanager
+async def _answered_and_closed(
+    jobs_send: trio.MemorySendChannel[InferJob],
+    jobs_recv: trio.MemoryReceiveChannel[InferJob],
+    rec_send: trio.MemorySendChannel[RecSubmission],
+    rec_recv: trio.MemoryReceiveChannel[RecSubmission],
+) -> AsyncIterator[None]:
+    """On the way out, answer whatever is still buffered in the actors' inboxes, then close
+    them, in one step with no checkpoint between.
+
+    Requests run in the web layer's tasks, not in this tree, so one can send a job or a
+    submission after the NPU owner or the batcher has stopped reading: left in the buffer,
+    its caller would wait for its deadline. Answered here with ``ShuttingDown``, and any
+    later send finds the channel closed (also ``ShuttingDown``)."""
+    try:
+        yield
+    finally:
+        refuse_queued_jobs(jobs_recv, "the service is stopping")
+        refuse_submissions(rec_recv, ShuttingDown("the service is stopping"))
+        for channel in (jobs_send, jobs_recv, rec_send, rec_recv):
+            channel.close()
+
+
 def _single_error(group: BaseExceptionGroup) -> BaseException | None:
     """The one exception a group (possibly nested) holds, or None if it holds several."""
     leaves: list[BaseException] = []
@@ -219,7 +248,8 @@ async def open_ocr_service(
     rec_send, rec_recv = trio.open_memory_channel[RecSubmission](SUBMISSION_QUEUE)
     service: OcrService | None = None
     try:
-        async with jobs_send, jobs_recv, rec_send, rec_recv, trio.open_nursery() as nursery:
+        async with _answered_and_closed(jobs_send, jobs_recv, rec_send, rec_recv), \
+                trio.open_nursery() as nursery:
             info: BackendInfo = await nursery.start(
                 lambda task_status: serve_npu_owner(
                     make_backend, jobs_recv, board, job_timeout=config.backend.job_timeout_s,

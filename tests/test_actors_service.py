@@ -420,6 +420,7 @@ async def test_shutdown_leaves_no_task_thread_or_model_behind(cfg, stage):
             async def client(ids):
                 try:
                     await svc.extract(request(ids))
+                    outcomes.append("done")
                 except Exception as exc:
                     outcomes.append(exc)
 
@@ -427,17 +428,27 @@ async def test_shutdown_leaves_no_task_thread_or_model_behind(cfg, stage):
                 outer.start_soon(client, [10 * k + j for j in (1, 2, 3, 4)])
             if stage == "detection":
                 await wait_until(lambda: svc.statistics().requests_in_flight == 3)
-                await trio.sleep(0.1)  # the other two detection jobs reach the owner
+                await trio.sleep(0.1)  # one more detection reaches the owner, one waits
                 assert len(dev.det_calls()) == 1
             else:
-                await wait_until(lambda: svc.statistics().batcher.queued == 8)
+                # A batch on the device and at least one more request's crops waiting in
+                # the batcher (detection runs one image at a time, so the third request
+                # may still be there).
+                await wait_until(
+                    lambda: svc.statistics().batcher.queued >= 4
+                    and any(c.result == "running" for c in dev.rec_calls())
+                )
             assert dev.active_calls == 1
         assert dev.active_calls == 0
         assert dev.calls[0].result == "ok"  # finished, not abandoned
         assert dev.open_backends == 0 and dev.closes == dev.loads == 1
         with trio.fail_after(1):
             await wait_until(lambda: len(outcomes) == 3)
-    assert all(isinstance(e, ShuttingDown) for e in outcomes), outcomes
+    # Every waiting request was told; the one whose batch was on the device may have had
+    # its answer first (the call was allowed to finish).
+    told = [e for e in outcomes if isinstance(e, ShuttingDown)]
+    assert len(told) >= (3 if stage == "detection" else 2), outcomes
+    assert all(e == "done" for e in outcomes if not isinstance(e, ShuttingDown)), outcomes
     assert busy_worker_threads(before) == []
     assert not svc.ready
     with pytest.raises(ShuttingDown):
