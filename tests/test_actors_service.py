@@ -19,9 +19,19 @@ import trio.testing
 from conftest import with_changes
 from fakes import FakeDevice, bars_image
 
+from actors.batcher import refuse_submissions
 from actors.errors import NotReady, Overloaded, RequestTimeout, ShuttingDown
-from actors.messages import Accepted, Detected, Done, Failed, LineRecognised, OcrRequest
-from actors.npu_owner import DeviceBoard, DeviceClient, serve_npu_owner
+from actors.messages import (
+    Accepted,
+    Detected,
+    Done,
+    Failed,
+    InferJob,
+    LineRecognised,
+    OcrRequest,
+    RecSubmission,
+)
+from actors.npu_owner import DeviceBoard, DeviceClient, refuse_queued_jobs, serve_npu_owner
 from actors.service import open_ocr_service
 from npu.errors import DeviceFault, DeviceLost, DeviceTimeout, InferenceError, ModelLoadError
 from ocr.errors import OcrInputError
@@ -453,3 +463,23 @@ async def test_shutdown_leaves_no_task_thread_or_model_behind(cfg, stage):
     assert not svc.ready
     with pytest.raises(ShuttingDown):
         await svc.extract(request([1]))
+
+
+async def test_work_left_in_the_inboxes_at_shutdown_is_answered_not_dropped():
+    """What a request sent while the actors stopped (still buffered when the service
+    closes) is answered ShuttingDown, so its caller does not wait for its deadline."""
+    jobs_send, jobs_recv = trio.open_memory_channel(4)
+    reply_send, reply_recv = trio.open_memory_channel(1)
+    jobs_send.send_nowait(InferJob("detection", np.zeros((1, 3, 32, 32)), reply_send, 0.0))
+    refuse_queued_jobs(jobs_recv, "stopping")
+    with pytest.raises(ShuttingDown):
+        reply_recv.receive_nowait().unwrap()
+
+    rec_send, rec_recv = trio.open_memory_channel(4)
+    results_send, results_recv = trio.open_memory_channel(2)
+    crops = (np.zeros((48, 64, 3), np.uint8),) * 2
+    rec_send.send_nowait(RecSubmission("en", crops, results_send))
+    refuse_submissions(rec_recv, ShuttingDown("stopping"))
+    got = [results_recv.receive_nowait() for _ in range(2)]
+    assert [r.index for r in got] == [0, 1]
+    assert all(isinstance(r.error, ShuttingDown) for r in got)
