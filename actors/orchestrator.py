@@ -87,6 +87,11 @@ class PipelineSettings:
             rec_threshold=o.rec_threshold,
             use_cls=o.use_angle_cls,
             max_regions=o.max_regions,
+            tiling=TilingParams(
+                min_gain=config.tiling.min_gain, overlap=config.tiling.overlap,
+                max_tiles=config.tiling.max_tiles,
+                max_letterbox_scale=config.tiling.max_letterbox_scale,
+            ),
         )
 
 

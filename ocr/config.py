@@ -158,6 +158,22 @@ class BatchingConfig:
 
 
 @attrs.frozen
+class TilingConfig:
+    """Fixed-input detectors (a compiled NPU model) only: when a tall or wide image is cut
+    into overlapping tiles instead of being letterboxed whole (``ocr/tiling.py``)."""
+
+    #: Tile only when tiles show the text at least this many times larger than one
+    #: letterbox would.
+    min_gain: float = 1.5
+    #: Fraction of a tile shared with each neighbour; must exceed a tall text line.
+    overlap: float = 0.2
+    #: Most tiles (device jobs) per image; past it the scale gets coarser.
+    max_tiles: int = 8
+    #: Tile only when the letterbox would shrink the image below this scale.
+    max_letterbox_scale: float = 1.0
+
+
+@attrs.frozen
 class CacheConfig:
     enabled: bool = False
     max_entries: int = 256
@@ -174,6 +190,7 @@ class Config:
     hailo_models: HailoModelsConfig = HailoModelsConfig()
     processing: ProcessingConfig = ProcessingConfig()
     batching: BatchingConfig = BatchingConfig()
+    tiling: TilingConfig = TilingConfig()
     cache: CacheConfig = CacheConfig()
     #: Directory of the YAML file this came from (for relative model paths); not a key.
     base_dir: str | None = attrs.field(default=None, metadata={"internal": True})
@@ -190,6 +207,13 @@ class Config:
             )
         if self.batching.policy not in ("adaptive", "window"):
             problems.append("batching.policy must be 'adaptive' or 'window'")
+        t = self.tiling
+        if not (t.min_gain >= 1.0 and 0.0 <= t.overlap < 0.5 and t.max_tiles >= 1
+                and t.max_letterbox_scale > 0):
+            problems.append(
+                "tiling: min_gain must be >= 1, overlap in [0, 0.5), max_tiles >= 1 and "
+                "max_letterbox_scale > 0"
+            )
         if not 0 < self.server.port < 65536:
             problems.append("server.port must be between 1 and 65535")
         for name, value in (

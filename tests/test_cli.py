@@ -140,3 +140,15 @@ def test_parser_has_the_documented_commands():
     parser = build_parser()
     args = parser.parse_args(["serve", "--port", "8080", "--backend", "hailo"])
     assert (args.command, args.port, args.backend) == ("serve", 8080, "hailo")
+
+
+def test_tiling_keys_reach_the_pipeline_and_are_checked():
+    from actors.orchestrator import PipelineSettings
+    from ocr.config import ConfigError
+
+    cfg = load_config(env={}, overrides={"tiling": {"max_tiles": 4, "overlap": 0.3}})
+    tiling = PipelineSettings.from_config(cfg).tiling
+    assert (tiling.max_tiles, tiling.overlap, tiling.min_gain) == (4, 0.3, 1.5)
+    for bad in ({"overlap": 0.6}, {"max_tiles": 0}, {"min_gain": 0.5}):
+        with pytest.raises(ConfigError, match="tiling"):
+            load_config(env={}, overrides={"tiling": bad})
