@@ -87,11 +87,7 @@ class PipelineSettings:
             rec_threshold=o.rec_threshold,
             use_cls=o.use_angle_cls,
             max_regions=o.max_regions,
-            tiling=TilingParams(
-                min_gain=config.tiling.min_gain, overlap=config.tiling.overlap,
-                max_tiles=config.tiling.max_tiles,
-                max_letterbox_scale=config.tiling.max_letterbox_scale,
-            ),
+            tiling=config.tiling,
         )
 
 
@@ -109,6 +105,13 @@ def _find_regions(
     img: np.ndarray, prob: np.ndarray, transform: DetTransform, s: PipelineSettings
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     quads, scores = db_boxes(prob, transform, s.db)
+    return _bound_and_crop(img, quads, scores, s)
+
+
+def _bound_and_crop(
+    img: np.ndarray, quads: np.ndarray, scores: np.ndarray, s: PipelineSettings
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Keep the ``max_regions`` best-scoring boxes (in their order) and crop each."""
     if len(quads) > s.max_regions:
         keep = np.sort(np.argsort(-scores, kind="stable")[: s.max_regions])
         quads = quads[keep]
@@ -147,11 +150,7 @@ def _merge_regions(
     """The tiles' boxes merged into one set (:func:`ocr.tiling.merge_tile_boxes`), then
     bounded and cropped as :func:`_find_regions` does for a single map."""
     quads, scores = merge_tile_boxes(plan, per_tile)
-    if len(quads) > s.max_regions:
-        keep = np.sort(np.argsort(-scores, kind="stable")[: s.max_regions])
-        quads = quads[keep]
-    crops = [crop_quad(img, q) for q in quads]
-    return quads, crops
+    return _bound_and_crop(img, quads, scores, s)
 
 
 def _rec_inputs(

@@ -46,17 +46,16 @@ _MMAP_THRESHOLD = 4 * 1024 * 1024
 _SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
-def _bound_malloc(*, mmap_threshold: bool) -> None:
-    """Limit glibc to two malloc arenas, and with ``mmap_threshold`` fix its mmap
-    threshold at 4 MB (once per process; a no-op off glibc).
+def _bound_malloc() -> None:
+    """Limit glibc to two malloc arenas and fix its mmap threshold at 4 MB (once per
+    process; a no-op off glibc).
 
     Decoded images, crops and batches are allocated in Trio's worker threads, and glibc
     gives each thread that allocates its own arena (up to 8 per core), so freed memory
     sits in many half-empty arenas instead of being reused: under load that cost
-    300-500 MB of peak RSS (benchmarks/RESULTS.md, rows 6-9). The fixed mmap threshold
-    matters only without ONNX Runtime's arena, when every tensor comes from malloc; it
-    is not set otherwise because it makes each large block fresh, zeroed pages
-    (benchmarks/RESULTS.md, row 11: 15-35 % slower detection)."""
+    300-500 MB of peak RSS (benchmarks/RESULTS.md, rows 6-9). The fixed threshold sends
+    the 4-32 MB blocks (detection inputs, probability maps, arena chunks) back to the
+    system when freed; with ONNX Runtime's arena on it costs no speed (row 12)."""
     with _malloc_lock:
         if _malloc_tuned:
             return
@@ -66,8 +65,7 @@ def _bound_malloc(*, mmap_threshold: bool) -> None:
 
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(_M_ARENA_MAX, 2)
-            if mmap_threshold:
-                libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
         except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
             pass
 
@@ -116,7 +114,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         cfg = self._config
-        _bound_malloc(mmap_threshold=True)
+        _bound_malloc()
         self._run_options = ort.RunOptions()
         if cfg.onnx_models.memory_arena:
             self._run_options.add_run_config_entry(*_SHRINK_ARENA)

@@ -20,6 +20,7 @@ import attrs
 import yaml
 
 from .errors import OcrInputError
+from .tiling import TilingParams
 
 
 class ConfigError(OcrInputError):
@@ -158,22 +159,6 @@ class BatchingConfig:
 
 
 @attrs.frozen
-class TilingConfig:
-    """Fixed-input detectors (a compiled NPU model) only: when a tall or wide image is cut
-    into overlapping tiles instead of being letterboxed whole (``ocr/tiling.py``)."""
-
-    #: Tile only when tiles show the text at least this many times larger than one
-    #: letterbox would.
-    min_gain: float = 1.5
-    #: Fraction of a tile shared with each neighbour; must exceed a tall text line.
-    overlap: float = 0.2
-    #: Most tiles (device jobs) per image; past it the scale gets coarser.
-    max_tiles: int = 8
-    #: Tile only when the letterbox would shrink the image below this scale.
-    max_letterbox_scale: float = 1.0
-
-
-@attrs.frozen
 class CacheConfig:
     enabled: bool = False
     max_entries: int = 256
@@ -190,7 +175,8 @@ class Config:
     hailo_models: HailoModelsConfig = HailoModelsConfig()
     processing: ProcessingConfig = ProcessingConfig()
     batching: BatchingConfig = BatchingConfig()
-    tiling: TilingConfig = TilingConfig()
+    #: Fixed-input (NPU) detectors: when an image is cut into tiles (ocr/tiling.py).
+    tiling: TilingParams = TilingParams()
     cache: CacheConfig = CacheConfig()
     #: Directory of the YAML file this came from (for relative model paths); not a key.
     base_dir: str | None = attrs.field(default=None, metadata={"internal": True})

@@ -163,15 +163,8 @@ def lines_image(
 ) -> Sample:
     """A document: ``lines`` drawn top to bottom, left aligned, one font and size."""
     rendered = [render_line(t, font_path, size, fg=fg, bg=bg, margin=0) for t in lines]
-    gap = int(size * line_gap)
-    width = max(r.shape[1] for r in rendered) + 2 * margin
-    height = sum(r.shape[0] for r in rendered) + gap * (len(rendered) - 1) + 2 * margin
-    canvas = np.full((height, width, 3), bg, dtype=np.uint8)
-    y = margin
-    for r in rendered:
-        canvas[y : y + r.shape[0], margin : margin + r.shape[1]] = r
-        y += r.shape[0] + gap
-    return Sample(canvas, tuple(lines))
+    page = stack(rendered, gap=int(size * line_gap), margin=margin, bg=bg)
+    return Sample(page, tuple(lines))
 
 
 def grid_image(
