@@ -9,7 +9,6 @@ recognition model reads Chinese and English.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from ocr.config import Config
 from ocr.recognition import build_charset
 
 from .backend import BackendInfo, ModelSpec
+from .cpu_env import bound_malloc, flush_denormals_in_this_thread
 from .errors import InferenceError, ModelLoadError
 from .models import (
     SHIPPED_CLASSIFIER,
@@ -32,42 +32,9 @@ REC_HEIGHT = 48
 REC_NOMINAL_WIDTH = 320
 
 
-_malloc_lock = threading.Lock()
-#: glibc's mallopt parameter numbers (malloc.h).
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
-_malloc_tuned: list[bool] = []
-#: Blocks from this size up are mmapped and go back to the system when freed. Setting it
-#: also stops glibc raising the threshold (up to 32 MB) after large frees, which left
-#: tensors of 4-32 MB in the heap, fragmenting it.
-_MMAP_THRESHOLD = 4 * 1024 * 1024
 #: Run option: after each call, the session's arena gives back the chunks it no longer
 #: uses, so one large detection does not keep its working set for good.
 _SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-
-def _bound_malloc() -> None:
-    """Limit glibc to two malloc arenas and fix its mmap threshold at 4 MB (once per
-    process; a no-op off glibc).
-
-    Decoded images, crops and batches are allocated in Trio's worker threads, and glibc
-    gives each thread that allocates its own arena (up to 8 per core), so freed memory
-    sits in many half-empty arenas instead of being reused: under load that cost
-    300-500 MB of peak RSS (benchmarks/RESULTS.md, rows 6-9). The fixed threshold sends
-    the 4-32 MB blocks (detection inputs, probability maps, arena chunks) back to the
-    system when freed; with ONNX Runtime's arena on it costs no speed (row 12)."""
-    with _malloc_lock:
-        if _malloc_tuned:
-            return
-        _malloc_tuned.append(True)
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(_M_ARENA_MAX, 2)
-            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-            pass
 
 
 class OnnxBackend:
@@ -97,6 +64,9 @@ class OnnxBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # Denormal floats flushed to zero in ONNX Runtime's own pool threads; the thread
+        # that calls run() computes a share too, see _run (npu/cpu_env.py says why).
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         # With the arena (default) a call reuses memory its earlier operators freed, and
         # the run option in _run shrinks it after each call; without it every tensor is
         # fresh pages from malloc, 15-35 % slower (benchmarks/RESULTS.md, row 11).
@@ -114,7 +84,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         cfg = self._config
-        _bound_malloc()
+        bound_malloc()
         self._run_options = ort.RunOptions()
         if cfg.onnx_models.memory_arena:
             self._run_options.add_run_config_entry(*_SHRINK_ARENA)
@@ -196,6 +166,7 @@ class OnnxBackend:
         session = self._sessions.get(model_id)
         if session is None:
             raise InferenceError(f"model {model_id} is not loaded")
+        flush_denormals_in_this_thread()
         try:
             out = session.run(None, {self._input_names[model_id]: batch}, self._run_options)[0]
         except Exception as exc:

@@ -1,0 +1,119 @@
+"""Process- and thread-level CPU settings that ONNX Runtime's speed and memory depend on.
+
+Two things outside ONNX Runtime's session options decide how fast and how large the
+CPU backend runs, and both are per process or per thread, not per session:
+
+* **glibc malloc** (:func:`bound_malloc`): how many arenas worker threads spread freed
+  memory over, and which blocks go back to the system.
+* **denormal floats** (:func:`flush_denormals_in_this_thread`): PP-OCR's detector
+  produces denormal (tiny, subnormal) intermediates. x86 cores handle those in microcode,
+  at many times the cost of a normal multiply, unless the thread's MXCSR register has
+  flush-to-zero (FTZ) and denormals-are-zero (DAZ) set. ONNX Runtime's
+  ``session.set_denormal_as_zero`` sets them in its own pool threads and in the thread
+  that creates the session, but the thread that calls ``run()`` computes a share of every
+  operator too, and that is one of Trio's worker threads. Detection took 2-3x as long
+  without the flags; the outputs are bit-identical either way (benchmarks/RESULTS.md,
+  row 19).
+
+Both are no-ops where they do not apply (not glibc; not x86-64).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import sys
+import threading
+
+#: glibc's mallopt parameter numbers (malloc.h).
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+#: Blocks from this size up are mmapped and go back to the system when freed. Setting it
+#: also stops glibc raising the threshold (up to 32 MB) after large frees, which left
+#: tensors of 4-32 MB in the heap, fragmenting it.
+_MMAP_THRESHOLD = 4 * 1024 * 1024
+_malloc_lock = threading.Lock()
+_malloc_tuned: list[bool] = []
+
+#: x86-64 ``fenv_t`` (glibc and musl): 32 bytes, the SSE control register at byte 28.
+_FENV_SIZE = 32
+_MXCSR_OFFSET = 28
+#: MXCSR bits: flush-to-zero (15) and denormals-are-zero (6).
+_FTZ_DAZ = 0x8040
+_X86_64 = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+_thread_state = threading.local()
+
+
+def bound_malloc() -> None:
+    """Limit glibc to two malloc arenas and fix its mmap threshold at 4 MB (once per
+    process; a no-op off glibc).
+
+    Decoded images, crops and batches are allocated in Trio's worker threads, and glibc
+    gives each thread that allocates its own arena (up to 8 per core), so freed memory
+    sits in many half-empty arenas instead of being reused: under load that cost
+    300-500 MB of peak RSS (benchmarks/RESULTS.md, rows 6-9). The fixed threshold sends
+    the 4-32 MB blocks (detection inputs, probability maps, arena chunks) back to the
+    system when freed; with ONNX Runtime's arena on it costs no speed (row 12)."""
+    with _malloc_lock:
+        if _malloc_tuned:
+            return
+        _malloc_tuned.append(True)
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(_M_ARENA_MAX, 2)
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+            pass
+
+
+def _libm() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libm.so.6")
+    except OSError:
+        try:
+            return ctypes.CDLL(None)  # musl: the C library holds the fenv functions
+        except OSError:
+            return None
+
+
+def _get_env() -> tuple[ctypes.CDLL, ctypes.Array, int] | None:
+    """The calling thread's floating-point environment and its MXCSR value, or None off
+    x86-64 Linux (or without a C library that has ``fegetenv``)."""
+    libm = _libm() if _X86_64 else None
+    if libm is None:
+        return None
+    env = (ctypes.c_uint8 * _FENV_SIZE)()
+    if libm.fegetenv(env) != 0:
+        return None
+    return libm, env, int.from_bytes(bytes(env[_MXCSR_OFFSET : _MXCSR_OFFSET + 4]), "little")
+
+
+def mxcsr() -> int | None:
+    """The calling thread's SSE control register, or None off x86-64 Linux."""
+    got = _get_env()
+    return None if got is None else got[2]
+
+
+def flush_denormals_in_this_thread() -> bool:
+    """Set FTZ and DAZ in the calling thread (once per thread; cheap after that).
+
+    Returns whether the flags are set. Off x86-64 Linux it does nothing and returns
+    False: ONNX Runtime's own setting is x86-only too, and ARM cores handle denormals in
+    hardware."""
+    done = getattr(_thread_state, "flushed", None)
+    if done is not None:
+        return done
+    _thread_state.flushed = ok = _set_ftz_daz()
+    return ok
+
+
+def _set_ftz_daz() -> bool:
+    got = _get_env()
+    if got is None:
+        return False
+    libm, env, value = got
+    env[_MXCSR_OFFSET : _MXCSR_OFFSET + 4] = list((value | _FTZ_DAZ).to_bytes(4, "little"))
+    if libm.fesetenv(env) != 0:
+        return False
+    current = mxcsr()
+    return current is not None and current & _FTZ_DAZ == _FTZ_DAZ
