@@ -18,7 +18,12 @@ from ocr.config import Config
 from ocr.recognition import build_charset
 
 from .backend import BackendInfo, ModelSpec
-from .cpu_env import bound_malloc, flush_denormals_in_this_thread
+from .cpu_env import (
+    bound_malloc,
+    flush_denormals_in_this_thread,
+    fp_flags_kept,
+    shared_cpu_arena,
+)
 from .errors import InferenceError, ModelLoadError
 from .models import (
     SHIPPED_CLASSIFIER,
@@ -46,6 +51,7 @@ class OnnxBackend:
         self._input_names: dict[str, str] = {}
         self._info: BackendInfo | None = None
         self._run_options: object | None = None
+        self._shared_arena = False
 
     def _path(self, configured: str | None, shipped: str) -> Path:
         if configured is None:
@@ -69,8 +75,12 @@ class OnnxBackend:
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         # With the arena (default) a call reuses memory its earlier operators freed, and
         # the run option in _run shrinks it after each call; without it every tensor is
-        # fresh pages from malloc, 15-35 % slower (benchmarks/RESULTS.md, row 11).
+        # fresh pages from malloc, 15-35 % slower (benchmarks/RESULTS.md, row 11). One
+        # arena serves every session, so what detection freed is recognition's to reuse
+        # instead of each model holding its own (row 20).
         opts.enable_cpu_mem_arena = self._config.onnx_models.memory_arena
+        if self._shared_arena:
+            opts.add_session_config_entry("session.use_env_allocators", "1")
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
@@ -81,10 +91,18 @@ class OnnxBackend:
         return session
 
     def load(self) -> BackendInfo:
+        # ONNX Runtime sets FTZ/DAZ in the thread that creates a session; give the
+        # loading thread its own floating-point flags back (only inference threads get
+        # them, in _run).
+        with fp_flags_kept():
+            return self._load()
+
+    def _load(self) -> BackendInfo:
         import onnxruntime as ort
 
         cfg = self._config
         bound_malloc()
+        self._shared_arena = cfg.onnx_models.memory_arena and shared_cpu_arena()
         self._run_options = ort.RunOptions()
         if cfg.onnx_models.memory_arena:
             self._run_options.add_run_config_entry(*_SHRINK_ARENA)

@@ -100,10 +100,11 @@ class OnnxModelsConfig:
     #: Per-language recognition model; a language without one uses the shipped model.
     recognition: Mapping[str, str] = attrs.field(factory=dict)
     classifier: str | None = None
-    #: ONNX Runtime's CPU memory arena, one per session, shrunk after every call. On by
-    #: default: without it every tensor is fresh pages from malloc and detection is 15-35 %
-    #: slower; the shrink gives a large detection's working set back after the call, so
-    #: the arena does not keep the high-water mark (benchmarks/RESULTS.md, row 11).
+    #: ONNX Runtime's CPU memory arena, one shared by every session, shrunk after every
+    #: call. On by default: without it every tensor is fresh pages from malloc and
+    #: detection is 15-35 % slower; the shrink gives a large detection's working set back
+    #: after the call, so the arena does not keep the high-water mark
+    #: (benchmarks/RESULTS.md, rows 11 and 20).
     memory_arena: bool = True
     #: ONNX Runtime threads per session; 0 = one per core.
     intra_op_threads: int = 0

@@ -1,6 +1,7 @@
-"""Denormal flushing for ONNX Runtime's calling thread (npu/cpu_env.py).
+"""Process- and thread-level CPU settings (npu/cpu_env.py): denormal flushing in the
+thread that calls ONNX Runtime, and one CPU arena shared by every session.
 
-The flags are per thread, so every check runs in a thread of its own whose flags the
+The denormal flags are per thread, so every check runs in a thread of its own whose flags the
 test clears first: what a Trio worker thread looks like when it was started before any
 session existed.
 """
@@ -8,6 +9,9 @@ session existed.
 from __future__ import annotations
 
 import ctypes
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +26,7 @@ from npu.onnx_backend import OnnxBackend
 from ocr.decode import decode_image
 from ocr.detection import DynamicDetParams, prepare_dynamic, to_nchw_normalised
 
-pytestmark = pytest.mark.skipif(
+x86_only = pytest.mark.skipif(
     cpu_env.mxcsr() is None, reason="FTZ/DAZ are x86-64 flags; elsewhere flushing is a no-op"
 )
 
@@ -60,6 +64,7 @@ def _in_fresh_thread(body: Callable[[], Any]) -> Any:
     return out["value"]
 
 
+@x86_only
 def test_flushing_makes_denormals_zero_in_the_calling_thread_only():
     def before_and_after() -> tuple[float, bool, float, int]:
         before = float(DENORMAL * np.float32(1.0))
@@ -94,6 +99,27 @@ def _receipt_tensor(devdata: Path) -> np.ndarray:
     return to_nchw_normalised(prepare_dynamic(img, params)[0])
 
 
+@x86_only
+def test_loading_a_backend_leaves_the_loading_threads_flags_as_they_were():
+    """ONNX Runtime sets FTZ/DAZ in the thread that creates a session; the backend puts
+    the loading thread's flags back, and that thread still flushes when it runs a model."""
+    from ocr.config import load_config
+
+    def load_then_compute() -> tuple[float, float]:
+        b = OnnxBackend(load_config(env={}))
+        b.load()
+        after_load = float(DENORMAL * np.float32(1.0))
+        b._run("detection", np.zeros((1, 3, 64, 64), dtype=np.float32))
+        after_run = float(DENORMAL * np.float32(1.0))
+        b.close()
+        return after_load, after_run
+
+    after_load, after_run = _in_fresh_thread(load_then_compute)
+    assert after_load > 0.0
+    assert after_run == 0.0
+
+
+@x86_only
 def test_detection_flushes_in_its_worker_thread_and_gives_the_same_map(backend, devdata):
     """A worker thread that runs a detection gets the flags (the speed-up), and the
     probability map is bit-identical to a session without any denormal setting (the
@@ -120,3 +146,39 @@ def test_detection_flushes_in_its_worker_thread_and_gives_the_same_map(backend, 
     reference = _in_fresh_thread(plain)
     assert ours.shape == reference.shape
     assert np.array_equal(ours, reference)
+
+
+def test_sessions_share_one_arena_that_gives_detection_memory_back(tmp_path):
+    """In a fresh process (peak RSS is per process): two backends load (the arena is
+    registered once and both use it), a 2 Mpx detection takes its working set from the
+    shared arena, and the arena is shrunk afterwards, so most of it goes back."""
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from npu.onnx_backend import OnnxBackend
+        from ocr.config import load_config
+
+        def mb(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024
+
+        backends = [OnnxBackend(load_config(env={})) for _ in range(2)]
+        for b in backends:
+            b.load()
+        assert all(b._shared_arena for b in backends)
+        x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 1024, 2048)).astype(np.float32)
+        before = mb("VmRSS")
+        maps = [b._run("detection", x) for b in backends]
+        assert np.array_equal(maps[0], maps[1])
+        print(before, mb("VmHWM"), mb("VmRSS"))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    assert out.returncode == 0, out.stderr
+    before, peak, after = map(float, out.stdout.split()[-3:])
+    assert peak - before > 150  # the detection did need its working set
+    assert after - before < 0.5 * (peak - before)  # and most of it went back
