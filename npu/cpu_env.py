@@ -1,10 +1,11 @@
 """Process- and thread-level CPU settings that ONNX Runtime's speed and memory depend on.
 
-Two things outside ONNX Runtime's session options decide how fast and how large the
+Three things outside ONNX Runtime's session options decide how fast and how large the
 CPU backend runs, and both are per process or per thread, not per session:
 
 * **glibc malloc** (:func:`bound_malloc`): how many arenas worker threads spread freed
-  memory over, and which blocks go back to the system.
+  memory over, and which blocks go back to the system; :func:`trim_malloc` gives free
+  heap pages back before each detection.
 * **denormal floats** (:func:`flush_denormals_in_this_thread`): PP-OCR's detector
   produces denormal (tiny, subnormal) intermediates. x86 cores handle those in microcode,
   at many times the cost of a normal multiply, unless the thread's MXCSR register has
@@ -14,14 +15,14 @@ CPU backend runs, and both are per process or per thread, not per session:
   operator too, and that is one of Trio's worker threads. Detection took 2-3x as long
   without the flags; the outputs are bit-identical either way (benchmarks/RESULTS.md,
   row 19).
-
 * **ONNX Runtime's CPU arena** (:func:`shared_cpu_arena`): one arena registered with
   ONNX Runtime's process-wide environment and used by every session, rather than one per
   session, so memory a detection freed is there for recognition to reuse. Peak RSS under
   load fell from 650-700 MB to 575-607 MB at the same speed (benchmarks/RESULTS.md,
   row 20).
 
-The first two are no-ops where they do not apply (not glibc; not x86-64).
+The malloc and denormal settings are no-ops where they do not apply (not glibc; not
+x86-64).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 4 * 1024 * 1024
 _malloc_lock = threading.Lock()
 _malloc_tuned: list[bool] = []
+_libc_handle: list[ctypes.CDLL | None] = []
 
 #: x86-64 ``fenv_t`` (glibc and musl): 32 bytes, the SSE control register at byte 28.
 _FENV_SIZE = 32
@@ -74,6 +76,29 @@ def bound_malloc() -> None:
             libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
         except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
             pass
+
+
+def trim_malloc() -> None:
+    """Give free heap pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Called before each detection, the largest working set the service allocates: under
+    concurrency the heap holds freed crops, batches and request bodies in pages that a
+    detection would otherwise stack its ~350 MB on. Trimming there lowered peak RSS in
+    the full load run by ~30 MB and its spread between runs, at no measurable cost
+    (benchmarks/RESULTS.md, row 21)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not _libc_handle:
+        try:
+            lib = ctypes.CDLL("libc.so.6")
+            _libc_handle.append(lib if hasattr(lib, "malloc_trim") else None)
+        except OSError:
+            _libc_handle.append(None)
+    return _libc_handle[0]
 
 
 def _libm() -> ctypes.CDLL | None:

@@ -23,6 +23,7 @@ from .cpu_env import (
     flush_denormals_in_this_thread,
     fp_flags_kept,
     shared_cpu_arena,
+    trim_malloc,
 )
 from .errors import InferenceError, ModelLoadError
 from .models import (
@@ -185,6 +186,8 @@ class OnnxBackend:
         if session is None:
             raise InferenceError(f"model {model_id} is not loaded")
         flush_denormals_in_this_thread()
+        if model_id == "detection":
+            trim_malloc()  # the largest working set: do not stack it on free heap pages
         try:
             out = session.run(None, {self._input_names[model_id]: batch}, self._run_options)[0]
         except Exception as exc:
