@@ -1,7 +1,7 @@
 """Process- and thread-level CPU settings that ONNX Runtime's speed and memory depend on.
 
 Three things outside ONNX Runtime's session options decide how fast and how large the
-CPU backend runs, and both are per process or per thread, not per session:
+CPU backend runs, and all three are per process or per thread, not per session:
 
 * **glibc malloc** (:func:`bound_malloc`): how many arenas worker threads spread freed
   memory over, and which blocks go back to the system; :func:`trim_malloc` gives free
