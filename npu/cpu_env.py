@@ -6,7 +6,7 @@ CPU backend runs, and all three are per process or per thread, not per session:
 * **glibc malloc** (:func:`bound_malloc`): how many arenas worker threads spread freed
   memory over, and which blocks go back to the system; :func:`trim_malloc` gives free
   heap pages back before each detection.
-* **denormal floats** (:func:`flush_denormals_in_this_thread`): PP-OCR's detector
+* **denormal floats** (:func:`denormals_flushed`): PP-OCR's detector
   produces denormal (tiny, subnormal) intermediates. x86 cores handle those in microcode,
   at many times the cost of a normal multiply, unless the thread's MXCSR register has
   flush-to-zero (FTZ) and denormals-are-zero (DAZ) set. ONNX Runtime's
@@ -51,7 +51,6 @@ _MXCSR_OFFSET = 28
 #: MXCSR bits: flush-to-zero (15) and denormals-are-zero (6).
 _FTZ_DAZ = 0x8040
 _X86_64 = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
-_thread_state = threading.local()
 _arena_lock = threading.Lock()
 _arena_registered: list[bool] = []
 
@@ -143,32 +142,28 @@ def fp_flags_kept() -> Iterator[None]:
         if got is not None:
             libm, env, _ = got
             libm.fesetenv(env)
-            _thread_state.__dict__.pop("flushed", None)  # flush again when it runs models
 
 
-def flush_denormals_in_this_thread() -> bool:
-    """Set FTZ and DAZ in the calling thread (once per thread; cheap after that).
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[bool]:
+    """FTZ and DAZ set in the calling thread for the block, its own flags back after.
 
-    Returns whether the flags are set. Off x86-64 Linux it does nothing and returns
-    False: ONNX Runtime's own setting is x86-only too, and ARM cores handle denormals in
-    hardware."""
-    done = getattr(_thread_state, "flushed", None)
-    if done is not None:
-        return done
-    _thread_state.flushed = ok = _set_ftz_daz()
-    return ok
-
-
-def _set_ftz_daz() -> bool:
+    Yields whether the flags are set: off x86-64 Linux nothing changes (ONNX Runtime's own
+    setting is x86-only too, and ARM cores handle denormals in hardware). Scoped, not
+    left behind: Trio's worker threads are shared, and whatever runs next in one (a
+    decode, a test's Hypothesis strategies) should compute with the usual IEEE rules."""
     got = _get_env()
     if got is None:
-        return False
+        yield False
+        return
     libm, env, value = got
-    env[_MXCSR_OFFSET : _MXCSR_OFFSET + 4] = list((value | _FTZ_DAZ).to_bytes(4, "little"))
-    if libm.fesetenv(env) != 0:
-        return False
-    current = mxcsr()
-    return current is not None and current & _FTZ_DAZ == _FTZ_DAZ
+    flushed = (ctypes.c_uint8 * _FENV_SIZE).from_buffer_copy(env)
+    flushed[_MXCSR_OFFSET : _MXCSR_OFFSET + 4] = list((value | _FTZ_DAZ).to_bytes(4, "little"))
+    try:
+        ok = libm.fesetenv(flushed) == 0
+        yield ok
+    finally:
+        libm.fesetenv(env)
 
 
 def shared_cpu_arena() -> bool:

@@ -20,7 +20,7 @@ from ocr.recognition import build_charset
 from .backend import BackendInfo, ModelSpec
 from .cpu_env import (
     bound_malloc,
-    flush_denormals_in_this_thread,
+    denormals_flushed,
     fp_flags_kept,
     shared_cpu_arena,
     trim_malloc,
@@ -185,11 +185,12 @@ class OnnxBackend:
         session = self._sessions.get(model_id)
         if session is None:
             raise InferenceError(f"model {model_id} is not loaded")
-        flush_denormals_in_this_thread()
         if model_id == "detection":
             trim_malloc()  # the largest working set: do not stack it on free heap pages
         try:
-            out = session.run(None, {self._input_names[model_id]: batch}, self._run_options)[0]
+            with denormals_flushed():  # this thread computes a share too (npu/cpu_env.py)
+                out = session.run(None, {self._input_names[model_id]: batch}, self._run_options)
+            out = out[0]
         except Exception as exc:
             raise InferenceError(f"{model_id} failed: {exc}") from exc
         if out.ndim == 4 and model_id == "detection":  # (N, 1, H, W) -> (N, H, W)
