@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import platform
 import sys
 import threading
@@ -43,7 +44,6 @@ _M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 4 * 1024 * 1024
 _malloc_lock = threading.Lock()
 _malloc_tuned: list[bool] = []
-_libc_handle: list[ctypes.CDLL | None] = []
 
 #: x86-64 ``fenv_t`` (glibc and musl): 32 bytes, the SSE control register at byte 28.
 _FENV_SIZE = 32
@@ -69,12 +69,10 @@ def bound_malloc() -> None:
         if _malloc_tuned:
             return
         _malloc_tuned.append(True)
-        try:
-            libc = ctypes.CDLL("libc.so.6")
+        libc = _libc()
+        if libc is not None:  # not glibc (musl, macOS): nothing to tune
             libc.mallopt(_M_ARENA_MAX, 2)
             libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-            pass
 
 
 def trim_malloc() -> None:
@@ -90,17 +88,20 @@ def trim_malloc() -> None:
         libc.malloc_trim(0)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    if not _libc_handle:
-        try:
-            lib = ctypes.CDLL("libc.so.6")
-            _libc_handle.append(lib if hasattr(lib, "malloc_trim") else None)
-        except OSError:
-            _libc_handle.append(None)
-    return _libc_handle[0]
+    """glibc, loaded once (every inference call may use it); None elsewhere."""
+    try:
+        lib = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
 
 
+@functools.cache
 def _libm() -> ctypes.CDLL | None:
+    """The C maths library (``fegetenv``/``fesetenv``), loaded once: every inference
+    call reads and restores the floating-point environment through it."""
     try:
         return ctypes.CDLL("libm.so.6")
     except OSError:
