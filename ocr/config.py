@@ -42,6 +42,16 @@ class ServerConfig:
     request_timeout_s: float = 30.0
     #: On SIGTERM/SIGINT, how long requests in flight may take to finish.
     shutdown_grace_s: float = 10.0
+    #: On SIGTERM/SIGINT, first: how long ``/health/ready`` answers 503 ``draining`` while
+    #: every request is still served, so a load balancer's health checks take the
+    #: instance out of rotation before it refuses anything. The default is two check
+    #: intervals of deploy/haproxy/haproxy.cfg (``inter 1s``): HAProxy marks a server down
+    #: after ``fall 2`` failed checks, at most ``inter`` + ``fastinter`` = 1.25 s after the
+    #: first 503, and the rest covers the checks' own latency. 0 = no drain.
+    drain_delay_s: float = 2.0
+    #: A request body that sends nothing for this long is answered 408 and its connection
+    #: closed, so a stalled upload holds no socket, task or partial body for long.
+    read_timeout_s: float = 20.0
     #: Root directory ``file://`` image paths may be read from; None = file:// disabled.
     file_root: str | None = None
     #: Websocket: most images one socket may have in flight at once.
@@ -213,6 +223,10 @@ class Config:
         ):
             if value < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.server.drain_delay_s < 0:
+            problems.append("server.drain_delay_s must be 0 (no drain) or more")
+        if self.server.read_timeout_s <= 0:
+            problems.append("server.read_timeout_s must be more than 0")
         if self.ocr.det_max_pixels < 0:
             problems.append("ocr.det_max_pixels must be 0 (no bound) or more")
         if self.ocr.det_limit_type not in ("min", "max"):

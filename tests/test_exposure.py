@@ -80,7 +80,7 @@ def _protected_routes(app) -> list[tuple[str, str]]:
     out = []
     for rule in app.url_map.iter_rules():
         path = re.sub(r"<(?:\w+:)?\w+>", "x", rule.rule)
-        if path in ("/health", "/", "/index.html") or path.startswith("/static"):
+        if path in ("/health", "/health/ready", "/", "/index.html") or path.startswith("/static"):
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             out.append((method, path))

@@ -1,12 +1,15 @@
 """SIGTERM under load, on a real ``hailo-ocr serve`` subprocess.
 
 Extends ``test_web_server.py::test_sigterm_lets_requests_in_flight_finish_and_exits_0``
-(which checks that four requests in flight finish and that one new request is refused)
-with what a supervisor cares about: REST *and* websocket work in flight both finish within
-the grace period; a stream of new requests during the grace period is refused every time
-(503 ``shutting_down`` with Retry-After, or no connection once the listener is closed),
-none is left unanswered; the process exits 0 within the grace period and leaves nothing
-behind (no process in its session, no child ever spawned).
+(no drain: four requests in flight finish and one new request is refused) with what a
+supervisor and a load balancer care about. First the drain (``server.drain_delay_s``):
+``/health/ready`` answers 503 ``draining`` at once, while new requests are still answered
+with the right text and a websocket opened during the drain reads its image. Then the
+shutdown: REST *and* websocket work in flight both finish within the grace period; a
+stream of new requests is refused every time (503 ``shutting_down`` with Retry-After, or
+no connection once the listener is closed), none is left unanswered; the idle websocket
+is closed with 1001 only after the drain; the process exits 0 within the grace period and
+leaves nothing behind (no process in its session, no child ever spawned).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import trio
 import yaml
 from helpers_server import WORDS, text_image, wait_listening, wait_until, words_of
 from reliability_support import assert_error_body, children_of, proc_status
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 REPO = Path(__file__).resolve().parent.parent
 GRACE_S = 30.0
+DRAIN_S = 3.0
+#: How far the server's clock may lag the test's on a loaded 2-core machine.
+SLACK_S = 1.0
 
 
 def session_members(sid: int) -> list[int]:
@@ -49,7 +55,7 @@ def session_members(sid: int) -> list[int]:
 
 async def start_server(tmp_path: Path) -> tuple[trio.Process, str, Path]:
     settings = {
-        "server": {"shutdown_grace_s": GRACE_S},
+        "server": {"shutdown_grace_s": GRACE_S, "drain_delay_s": DRAIN_S},
         "ocr": {"det_limit_type": "max", "det_limit_side_len": 960},
     }
     cfg = tmp_path / "config.yaml"
@@ -64,16 +70,28 @@ async def start_server(tmp_path: Path) -> tuple[trio.Process, str, Path]:
     return proc, await wait_listening(proc, log_path), log_path
 
 
+def _order(seq: list[str], stages: list[str]) -> bool:
+    """True when ``seq`` only moves forward through ``stages`` (each may be skipped)."""
+    ranks = [stages.index(x) for x in seq]
+    return ranks == sorted(ranks)
+
+
 @pytest.mark.slow
-async def test_sigterm_under_load_finishes_rest_and_websocket_work_then_exits_clean(tmp_path):
+async def test_sigterm_drains_then_finishes_rest_and_websocket_work_then_exits_clean(tmp_path):
     proc, url, log_path = await start_server(tmp_path)
+    ws_url = url.replace("http", "ws") + "/v1/ocr/stream"
     try:
         jobs = [WORDS[i : i + 6] for i in range(0, 12, 2)]  # six 6-line pages, ~1-3 s each
         images = [base64.b64encode(text_image(lines)).decode() for lines in jobs]
+        small_lines = WORDS[:2]
+        small = base64.b64encode(text_image(small_lines)).decode()
         ws_lines = WORDS[12:18]
         rest: dict[int, httpx.Response] = {}
-        late: list[str] = []
+        late: list[tuple[float, str]] = []  # (sent, outcome) of new requests after SIGTERM
+        ready: list[tuple[float, str]] = []  # /health/ready after SIGTERM
         ws_events: list[dict] = []
+        drain_ws: dict[str, object] = {}
+        signalled = 0.0
         async with httpx.AsyncClient(base_url=url, timeout=120) as http:
             threads_before = proc_status(proc.pid)["Threads"]
 
@@ -81,7 +99,7 @@ async def test_sigterm_under_load_finishes_rest_and_websocket_work_then_exits_cl
                 rest[i] = await http.post("/v1/ocr/extract", json={"image": images[i]})
 
             async def stream() -> None:
-                async with open_websocket_url(url.replace("http", "ws") + "/v1/ocr/stream") as ws:
+                async with open_websocket_url(ws_url) as ws:
                     await ws.send_message(json.dumps(
                         {"id": "w", "image": base64.b64encode(text_image(ws_lines)).decode()}))
                     while True:
@@ -91,17 +109,51 @@ async def test_sigterm_under_load_finishes_rest_and_websocket_work_then_exits_cl
                             return
 
             async def newcomer(fresh: httpx.AsyncClient) -> None:
-                """New requests every 50 ms from SIGTERM until the listener is gone."""
+                """New requests one after another from SIGTERM until the listener is gone:
+                answered during the drain, then refused."""
                 while True:
+                    sent = time.monotonic() - signalled
                     try:
-                        r = await fresh.post("/v1/ocr/extract", json={"image": images[0]})
+                        r = await fresh.post("/v1/ocr/extract", json={"image": small})
                     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-                        late.append("refused")
+                        late.append((sent, "refused"))
                         return
-                    assert_error_body(r.status_code, r.content, 503, "shutting_down")
-                    assert int(r.headers["retry-after"]) >= 1
-                    late.append("503")
+                    if r.status_code == 200:
+                        assert words_of(r.json()["text"]) == small_lines, r.text
+                        late.append((sent, "200"))
+                    else:
+                        assert_error_body(r.status_code, r.content, 503, "shutting_down")
+                        assert int(r.headers["retry-after"]) >= 1
+                        late.append((sent, "503"))
                     await trio.sleep(0.05)
+
+            async def watch_ready(fresh: httpx.AsyncClient) -> None:
+                while True:
+                    at = time.monotonic() - signalled
+                    try:
+                        r = await fresh.get("/health/ready")
+                    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                        ready.append((at, "refused"))
+                        return
+                    ready.append((at, "ready" if r.status_code == 200 else r.json()["reason"]))
+                    await trio.sleep(0.05)
+
+            async def websocket_during_drain() -> None:
+                """A websocket opened during the drain works; closed (1001) only after it."""
+                await trio.sleep(0.3)
+                async with open_websocket_url(ws_url) as ws:
+                    await ws.send_message(json.dumps({"id": "d", "image": small}))
+                    while True:
+                        event = json.loads(await ws.get_message())
+                        if event["type"] in ("done", "error"):
+                            drain_ws["event"] = event
+                            drain_ws["answered"] = time.monotonic() - signalled
+                            break
+                    try:
+                        await ws.get_message()  # nothing more is sent: wait for the close
+                    except ConnectionClosed as exc:
+                        drain_ws["closed"] = time.monotonic() - signalled
+                        drain_ws["code"] = exc.reason.code
 
             async with trio.open_nursery() as nursery:
                 for i in range(len(images)):
@@ -117,8 +169,11 @@ async def test_sigterm_under_load_finishes_rest_and_websocket_work_then_exits_cl
                 proc.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 await trio.sleep(0.1)
-                async with httpx.AsyncClient(base_url=url, timeout=30) as fresh:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as fresh, \
+                        httpx.AsyncClient(base_url=url, timeout=30) as probe:
                     nursery.start_soon(newcomer, fresh)
+                    nursery.start_soon(watch_ready, probe)
+                    nursery.start_soon(websocket_during_drain)
                     with trio.fail_after(GRACE_S + 15):
                         code = await proc.wait()
             exited_after = time.monotonic() - signalled
@@ -130,13 +185,27 @@ async def test_sigterm_under_load_finishes_rest_and_websocket_work_then_exits_cl
             assert words_of(r.json()["text"]) == jobs[i]
         assert ws_events and ws_events[-1]["type"] == "done", ws_events[-3:]
         assert words_of(ws_events[-1]["text"]) == ws_lines
-        # Every newcomer was answered 503 until the listener closed, then refused.
-        assert late and late[-1] == "refused" and set(late) <= {"503", "refused"}, late
-        assert "503" in late, "the grace period refuses with 503 while it drains"
-        # Clean exit within the grace period, nothing left running.
+        # The drain: not ready at once, while new work is still answered; then refusals.
+        states = [state for _, state in ready]
+        assert _order(states, ["ready", "draining", "shutting_down", "refused"]), ready
+        assert "draining" in states, ready
+        assert all(at < SLACK_S for at, state in ready if state == "ready"), ready
+        assert all(at < DRAIN_S + SLACK_S for at, state in ready if state == "draining"), ready
+        outcomes = [outcome for _, outcome in late]
+        assert _order(outcomes, ["200", "503", "refused"]), late
+        assert outcomes[0] == "200" and "503" in outcomes and outcomes[-1] == "refused", late
+        assert all(outcome == "200" for sent, outcome in late if sent < DRAIN_S - SLACK_S), late
+        assert all(sent < DRAIN_S + SLACK_S for sent, outcome in late if outcome == "200"), late
+        # A websocket opened during the drain read its image, and was closed after it.
+        event = drain_ws["event"]
+        assert event["type"] == "done" and words_of(event["text"]) == small_lines, event
+        assert drain_ws.get("code") == 1001, drain_ws
+        assert drain_ws["closed"] >= DRAIN_S - 0.1, drain_ws
+        # Clean exit within the drain and grace periods, nothing left running.
         assert code == 0, log
-        assert exited_after < GRACE_S + 5, exited_after
-        assert "SIGTERM: shutting down" in log and "Traceback" not in log
+        assert DRAIN_S <= exited_after < DRAIN_S + GRACE_S + 5, exited_after
+        assert "SIGTERM: shutting down" in log and "draining for" in log
+        assert "Traceback" not in log
         assert session_members(proc.pid) == [], "processes survived the server"
         assert threads_before >= 1
     finally:

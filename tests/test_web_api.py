@@ -375,8 +375,9 @@ async def test_bearer_token_protects_everything_but_health(config):
     cfg = fast(config, server={"auth_token": "s3cret-token"})
     good = {"Authorization": "Bearer s3cret-token"}
     async with client_for(cfg) as (client, _):
-        assert (await client.get("/health")).status_code == 200
-        for path in ("/health/ready", "/models", "/openapi.json"):
+        for path in ("/health", "/health/ready"):  # probes: public (load balancers, systemd)
+            assert (await client.get(path)).status_code == 200
+        for path in ("/models", "/openapi.json"):
             r = await client.get(path)
             await assert_error(r, 401, "unauthorized")
             assert r.headers["WWW-Authenticate"].startswith("Bearer")

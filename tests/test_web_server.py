@@ -105,7 +105,9 @@ async def _start_serve(tmp_path: Path, extra: dict) -> tuple[trio.Process, str, 
 
 @pytest.mark.slow
 async def test_sigterm_lets_requests_in_flight_finish_and_exits_0(tmp_path):
-    proc, url, log_path = await _start_serve(tmp_path, {})
+    # No drain (drain_delay_s: 0): refusing starts at the signal. test_shutdown.py
+    # covers the drain a load balancer sees.
+    proc, url, log_path = await _start_serve(tmp_path, {"drain_delay_s": 0})
     try:
         log = log_path.read_text()
         assert "backend onnx loaded" in log and "PP-OCRv6_det_small.onnx" in log

@@ -29,12 +29,14 @@ from npu.backend import Backend
 from ocr.config import Config
 
 from . import errors
+from .body_timeout import BodyReadTimeout
 from .errors import ApiError
 
 log = logging.getLogger("hailo_ocr.web")
 
-#: Routes anyone may call, even when ``server.auth_token`` is set (liveness probes).
-PUBLIC_PATHS = frozenset({"/health"})
+#: Routes anyone may call, even when ``server.auth_token`` is set: liveness and
+#: readiness probes (systemd, load balancers and the original's clients send no token).
+PUBLIC_PATHS = frozenset({"/health", "/health/ready"})
 
 
 class AppState:
@@ -46,6 +48,8 @@ class AppState:
         self.service: OcrService | None = None
         self.started_at = time.monotonic()
         self.loading = False
+        #: Set on SIGTERM, before shutdown: /health/ready says "draining", all else serves.
+        self.draining = False
         #: Set when shutdown begins: websockets close once their images are done.
         self.shutting_down = trio.Event()
         self._stop = trio.Event()
@@ -58,8 +62,14 @@ class AppState:
             raise NotReady(f"the service is not ready ({reason})", reason)
         return self.service
 
+    def begin_drain(self) -> None:
+        """From now on /health/ready answers 503 ``draining`` so that load balancers stop
+        sending new work here; every request is still served until ``begin_shutdown``."""
+        self.draining = True
+
     def begin_shutdown(self) -> None:
         """From now on new requests get 503 shutting_down; those in flight go on."""
+        self.draining = False  # over: /health/ready says shutting_down from here on
         self.shutting_down.set()
         if self.service is not None:
             self.service.begin_shutdown()
@@ -170,7 +180,9 @@ def create_app(
     page.register(app)
     cache_routes.register(app, config)
     metrics.install_metrics(app, lambda: state.service, lambda: cache_routes.cache_of(app))
-    app.asgi_app = ShieldedSend(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = ShieldedSend(  # type: ignore[method-assign]
+        BodyReadTimeout(app.asgi_app, config.server.read_timeout_s)
+    )
     return app
 
 

@@ -52,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the HTTP/websocket service",
         description=(
             "Run the service under Hypercorn (Trio worker). Stops gracefully on SIGINT or "
-            "SIGTERM: new requests get 503, requests in flight finish within "
-            "server.shutdown_grace_s, then the process exits 0."
+            "SIGTERM: for server.drain_delay_s /health/ready answers 503 (draining) while "
+            "requests are still served, so a load balancer stops sending; then new "
+            "requests get 503, requests in flight finish within server.shutdown_grace_s, "
+            "and the process exits 0."
         ),
     )
     _add_config_flag(p)

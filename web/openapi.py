@@ -119,7 +119,9 @@ _SCHEMAS: dict[str, Any] = {
             "ready": {"type": "boolean"},
             "reason": {
                 "type": "string",
-                "examples": ["models_loading", "not_started", "shutting_down", "restarting"],
+                "examples": [
+                    "models_loading", "not_started", "draining", "shutting_down", "restarting",
+                ],
             },
         },
     },
@@ -353,7 +355,10 @@ _PATHS: dict[str, Any] = {
                 "200": _ok("Ready", "Ready."),
                 "401": _UNAUTHORIZED,
                 "503": {
-                    "description": "Not ready (models loading, device restarting, shutting down).",
+                    "description": (
+                        "Not ready (models loading, device restarting, draining before a "
+                        "shutdown, shutting down)."
+                    ),
                     "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
                     "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Ready"}}},
                 },

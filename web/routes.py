@@ -76,6 +76,8 @@ def count_tasks() -> int:
 async def ready():
     state = get_state(current_app)
     service = state.service
+    if state.draining:  # shutting down soon: leave the balancer's rotation now
+        return {"ready": False, "reason": "draining"}, 503, {"Retry-After": "2"}
     if service is not None and service.ready:
         return {"ready": True}
     if service is None:

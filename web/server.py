@@ -2,13 +2,19 @@
 
 Shutdown order on SIGTERM or SIGINT:
 
-1. the service refuses new requests (503 ``shutting_down`` with Retry-After), so a load
-   balancer or client retries elsewhere at once instead of waiting on a dying process;
-2. requests in flight finish, up to ``server.shutdown_grace_s``;
-3. Hypercorn stops accepting, closes idle keep-alive connections and gives the rest the
+1. drain: for ``server.drain_delay_s`` ``/health/ready`` answers 503 ``draining`` while
+   every request, new ones included, is still served. A load balancer's health checks
+   see it and stop sending work here, so nothing sent to this instance is refused, even
+   a request the balancer could not have retried elsewhere (a body too large for it to
+   buffer, a websocket);
+2. the service refuses new requests (503 ``shutting_down`` with Retry-After), so a
+   balancer or client that still sends here retries elsewhere at once instead of waiting
+   on a dying process; websockets finish their images and close with 1001;
+3. requests in flight finish, up to ``server.shutdown_grace_s``;
+4. Hypercorn stops accepting, closes idle keep-alive connections and gives the rest the
    same grace; then the lifespan shutdown stops the actor tree; the process exits 0.
 
-A second signal during the grace period skips the wait.
+A second signal during the drain or the grace period stops at once.
 """
 
 from __future__ import annotations
@@ -68,6 +74,18 @@ async def serve(
 
     async def shutdown_trigger() -> None:
         await stop.wait()
+        if config.server.drain_delay_s > 0:
+            log.info(
+                "draining for %.1f s: /health/ready answers 503, requests are still served",
+                config.server.drain_delay_s,
+            )
+            state.begin_drain()
+            await trio.sleep(config.server.drain_delay_s)
+        log.info(
+            "refusing new requests; waiting up to %.1f s for %d in flight",
+            config.server.shutdown_grace_s,
+            state.service.statistics().requests_in_flight if state.service else 0,
+        )
         deadline = trio.current_time() + config.server.shutdown_grace_s
         state.begin_shutdown()
         service = state.service
@@ -87,7 +105,8 @@ async def serve(
                 name = signal.Signals(signum).name
                 if not stop.is_set():
                     log.info(
-                        "%s: shutting down (grace %.1f s)", name, config.server.shutdown_grace_s
+                        "%s: shutting down (drain %.1f s, grace %.1f s)", name,
+                        config.server.drain_delay_s, config.server.shutdown_grace_s,
                     )
                     stop.set()
                 else:
