@@ -39,6 +39,13 @@ def devdata() -> Path:
     return DEVDATA
 
 
+@pytest.fixture(scope="session")
+def devdata_if_present() -> Path | None:
+    """The real-image folder, or None: for tests that add a few real images where they
+    can and run on synthetic ones alone elsewhere."""
+    return DEVDATA
+
+
 def pytest_report_header(config):
     return f"devdata: {DEVDATA if DEVDATA else 'not found: ' + DEVDATA_REASON}"
 
