@@ -152,3 +152,13 @@ def test_tiling_keys_reach_the_pipeline_and_are_checked():
     for bad in ({"overlap": 0.6}, {"max_tiles": 0}, {"min_gain": 0.5}):
         with pytest.raises(ConfigError, match="tiling"):
             load_config(env={}, overrides={"tiling": bad})
+
+
+def test_drain_and_read_timeout_keys_are_checked():
+    from ocr.config import ConfigError
+
+    cfg = load_config(env={}, overrides={"server": {"drain_delay_s": 0, "read_timeout_s": 5}})
+    assert (cfg.server.drain_delay_s, cfg.server.read_timeout_s) == (0.0, 5.0)
+    for key, bad in (("drain_delay_s", -1), ("read_timeout_s", 0)):
+        with pytest.raises(ConfigError, match=key):
+            load_config(env={}, overrides={"server": {key: bad}})
