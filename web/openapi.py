@@ -490,6 +490,10 @@ _PATHS: dict[str, Any] = {
                     "server.file_root (forbidden_path)."
                 ),
                 "404": _error("file:// names no file below server.file_root."),
+                "408": _error(
+                    "The body sent nothing for server.read_timeout_s (request_timeout); the "
+                    "connection is closed."
+                ),
                 "413": _error(
                     "Body over server.max_body_bytes (payload_too_large), image over "
                     "processing.max_image_size bytes or max_image_pixels pixels "
