@@ -52,3 +52,16 @@ class DeviceLost(DeviceFault):
     """The device or its driver went away (communication closed, RPC failed, unplugged)."""
 
     code = "device_lost"
+
+
+class DeviceNotFound(DeviceFault):
+    """No Hailo device on this host, or none with the configured id (HailoRT status 74
+    or 2 at start-up while its scan finds nothing to open)."""
+
+    code = "device_not_found"
+
+
+class DeviceAccessDenied(DeviceFault):
+    """The device node exists but this process may not open it (status 36 at start-up)."""
+
+    code = "device_access_denied"

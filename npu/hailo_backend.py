@@ -26,13 +26,19 @@ frames are added.
 ``wait_for_async_ready`` (which blocks, with the GIL released) and ``run_async`` run in a
 worker thread; the completion callback, called on a HailoRT thread, hands the status back
 to the Trio loop with ``TrioToken.run_sync_soon`` and the waiting task wakes. Every wait is
-bounded by ``hailo_models.timeout_ms``.
+bounded by ``hailo_models.timeout_ms``. HailoRT calls the callback from its own C++ thread
+with no handler above it, so an exception escaping the callback would abort the process:
+its body is guarded, and a failure there fails that job only.
 
-**Errors** are classified by HailoRT status (:mod:`npu.hailo_errors`): a busy device at
-start-up is :class:`~npu.errors.DeviceBusy` naming the group id and the fix; a timeout
-while waiting for the device is retried once, then :class:`~npu.errors.DeviceTimeout`; a
-lost device (communication closed, RPC failed, driver timeout, ...) is
-:class:`~npu.errors.DeviceLost`, after which the NPU owner reloads the backend.
+**Errors** are classified by HailoRT status (:mod:`npu.hailo_errors`): at start-up a busy
+device is :class:`~npu.errors.DeviceBusy` naming the group id and the fix, no device at all
+:class:`~npu.errors.DeviceNotFound` and a node this user may not open
+:class:`~npu.errors.DeviceAccessDenied` (told apart by :mod:`npu.hailo_devices`); a
+``wait_for_async_ready`` timeout is retried once, then :class:`~npu.errors.DeviceTimeout`;
+any ``run_async`` failure is a :class:`~npu.errors.DeviceFault`, never retried, because
+HailoRT shuts the configured model down before raising it; a lost device (communication
+closed, RPC failed, driver timeout, ...) is :class:`~npu.errors.DeviceLost`. After a fault
+the NPU owner reloads the backend.
 
 **Outputs.** Detection gives the ``(N, H, W)`` probability map. Recognition gives
 ``(N, T, C)`` class probabilities: at load one frame of padding is run through each
@@ -56,18 +62,22 @@ import trio
 
 from ocr.config import Config, HailoModelsConfig
 
+from . import hailo_devices
 from .backend import BackendInfo, ModelSpec
 from .errors import (
     BackendUnavailable,
+    DeviceBusy,
     DeviceFault,
     DeviceLost,
+    DeviceNotFound,
     DeviceTimeout,
     InferenceError,
     ModelLoadError,
 )
 from .hailo_charsets import charset_for, check_classes
 from .hailo_errors import (
-    RETRYABLE,
+    HAILO_INVALID_OPERATION,
+    HAILO_TIMEOUT,
     classify,
     describe,
     is_hailort_error,
@@ -148,13 +158,23 @@ def acquire_vdevice(hp: Any, cfg: HailoModelsConfig) -> SharedVDevice:
         except Exception as exc:
             if not is_hailort_error(exc):
                 raise
-            err = classify(exc, phase="open", group_id=cfg.group_id, what="opening the NPU")
-            if cfg.multi_process_service and status_of(exc) not in (73, 74):
-                raise type(err)(
-                    f"{err}. hailo_models.multi_process_service is true: that is how Hailo-8 "
-                    f"processes share the device (it needs the hailort service running: "
-                    f"`sudo systemctl enable --now hailort.service`); Hailo-10H rejects it, "
-                    f"so set it to false there and share through the group id"
+            err = classify(
+                exc, phase="open", group_id=cfg.group_id, what="opening the NPU",
+                devices=hailo_devices.probe(hp),
+            )
+            if cfg.multi_process_service and status_of(exc) == HAILO_INVALID_OPERATION:
+                # VDeviceBase::validate_params: a Hailo-10H needs no service.
+                raise DeviceFault(
+                    f"{err}. hailo_models.multi_process_service is true, which only Hailo-8 "
+                    f"uses (there processes share the device through the hailort service); "
+                    f"Hailo-10H rejects it: set it to false and share through the group id"
+                ) from exc
+            if cfg.multi_process_service and not isinstance(err, DeviceNotFound | DeviceBusy):
+                raise DeviceFault(
+                    f"{err}. hailo_models.multi_process_service is true: the HailoRT "
+                    f"multi-process service must be running (`sudo systemctl enable --now "
+                    f"hailort.service`) and reachable at /tmp/hailort_uds.sock, which a unit "
+                    f"with PrivateTmp=yes cannot see (deploy/hailo-ocr.service.d/hailo8.conf)"
                 ) from exc
             raise err from exc
         try:
@@ -240,6 +260,18 @@ class _Retry(Exception):
 
 def _shape(stream: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in stream.shape)
+
+
+def _check_single_edges(infer_model: Any, path: Path) -> None:
+    """One input and one output, or a message naming them (``input()`` would answer a
+    bare HAILO_INVALID_OPERATION)."""
+    for kind, names in (("inputs", infer_model.input_names), ("outputs", infer_model.output_names)):
+        if len(names) != 1:
+            raise ModelLoadError(
+                f"{path.name} has {len(names)} {kind} ({', '.join(map(str, names))}); "
+                f"hailo-ocr takes models with exactly one input and one output (Hailo's "
+                f"ocr_det.hef / ocr.hef)"
+            )
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -376,8 +408,12 @@ class HailoBackend:
 
     def _open(self, hp: Any, path: Path, batch_size: int) -> _Model:
         assert self._shared is not None
+        reading = "reading its inputs and outputs"
+        stage = "creating the model"
         try:
             infer_model = self._shared.vdevice.create_infer_model(str(path))
+            stage = reading
+            _check_single_edges(infer_model, path)
             infer_model.set_batch_size(int(batch_size))
             infer_model.input().set_format_type(hp.FormatType.UINT8)
             infer_model.output().set_format_type(hp.FormatType.FLOAT32)
@@ -385,10 +421,17 @@ class HailoBackend:
             output_shape = _shape(infer_model.output())
             in_format = infer_model.input().format
             out_format = infer_model.output().format
+            stage = "configuring it"
             configured = infer_model.configure()
         except Exception as exc:
             err = classify(exc, phase="load", group_id=self._cfg.group_id, what=f"loading {path}")
-            if status_of(exc) == 6:  # HAILO_INVALID_OPERATION from configure()
+            if status_of(exc) == HAILO_INVALID_OPERATION and stage == reading:
+                # InferModel::input()/output() without a name: "Model has more than one input!"
+                err = ModelLoadError(
+                    f"{err}; this HEF has more than one input or output, and hailo-ocr takes "
+                    f"models with exactly one of each (Hailo's ocr_det.hef / ocr.hef)"
+                )
+            elif status_of(exc) == HAILO_INVALID_OPERATION and stage == "configuring it":
                 err = ModelLoadError(
                     f"{err}; HailoRT refuses a batch size larger than the model's queue: "
                     f"try a smaller hailo_models.batch_size_rec / batch_size_det (now {batch_size})"
@@ -455,13 +498,18 @@ class HailoBackend:
                 raise classify(exc, phase="launch", what=model.path.name) from exc
             try:
                 configured.wait_for_async_ready(timeout_ms=timeout_ms, frames_count=len(frames))
-                job = configured.run_async(bindings, callback)
             except Exception as exc:
-                if is_hailort_error(exc) and status_of(exc) in RETRYABLE:
-                    raise _Retry(exc) from exc
+                if is_hailort_error(exc) and status_of(exc) == HAILO_TIMEOUT:
+                    raise _Retry(exc) from exc  # no room yet: nothing was started
                 if not is_hailort_error(exc):
                     raise
                 raise classify(exc, phase="launch", what=model.path.name) from exc
+            try:
+                job = configured.run_async(bindings, callback)
+            except Exception as exc:
+                # HailoRT has shut this model down before raising: no retry can succeed.
+                model.configured = None
+                raise classify(exc, phase="run", what=model.path.name) from exc
             model.jobs.add(job)
             return job
         finally:
@@ -477,8 +525,15 @@ class HailoBackend:
         box: list[BaseException | None] = []
 
         def on_done(completion_info: Any) -> None:
-            box.append(completion_info.exception)
-            done.set()
+            # On a HailoRT thread with no handler above it: an exception escaping here
+            # would abort the process (std::terminate), so nothing may escape.
+            try:
+                box.append(completion_info.exception)
+            except BaseException as exc:
+                log.exception("%s: reading a job's completion failed", model.path.name)
+                box.append(InferenceError(f"{model.path.name}: completion unreadable: {exc}"))
+            finally:
+                done.set()
 
         for attempt in (1, 2):
             try:
@@ -502,11 +557,20 @@ class HailoBackend:
         token = trio.lowlevel.current_trio_token()
         completion = _Completion(model)
 
-        def on_done(completion_info: Any) -> None:  # on a HailoRT thread: hand over, quickly
+        def on_done(completion_info: Any) -> None:
+            # On a HailoRT thread with no handler above it: an exception escaping here
+            # would abort the process (std::terminate). Hand the status over, quickly.
             try:
                 token.run_sync_soon(completion.set, completion_info.exception)
             except trio.RunFinishedError:
                 pass  # the service stopped; nobody waits for this job any more
+            except BaseException as exc:
+                log.exception("%s: handing a job's completion to Trio failed", model.path.name)
+                failure = InferenceError(f"{model.path.name}: completion lost: {exc}")
+                try:
+                    token.run_sync_soon(completion.set, failure)
+                except BaseException:
+                    pass  # the job then ends by its timeout
 
         job = await trio.to_thread.run_sync(
             self._launch, model, frames, out, on_done, abandon_on_cancel=True

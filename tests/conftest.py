@@ -80,13 +80,16 @@ def _standin():
 
 @pytest.fixture
 def hailo_standin():
-    """The stand-in's shared state (devices, fault injection) reset around the test; and
-    nothing may still hold the pretend device when the test ends."""
+    """The stand-in's shared state (devices, fault injection) reset around the test;
+    nothing may still hold the pretend device when the test ends, and no completion
+    callback may have raised (real HailoRT would have aborted the process)."""
     standin = _standin()
     standin.reset()
     yield standin
     held = standin.held_by()
+    raised = list(standin.callback_failures)
     standin.reset()
+    assert not raised, f"a HailoRT completion callback raised: {raised!r}"
     assert all(v is None for v in held.values()), held
 
 

@@ -33,10 +33,13 @@ from hailo_testing import DET_SHAPE, hailo_config, write_models  # noqa: E402
 from npu import hailo_backend  # noqa: E402
 from npu.errors import (  # noqa: E402
     BackendUnavailable,
+    DeviceAccessDenied,
     DeviceBusy,
     DeviceFault,
     DeviceLost,
+    DeviceNotFound,
     DeviceTimeout,
+    InferenceError,
     ModelLoadError,
 )
 from npu.hailo_backend import HailoBackend  # noqa: E402
@@ -208,8 +211,6 @@ async def test_detection_map_and_concurrent_jobs(hcfg):
 
 
 async def test_wrong_input_is_the_jobs_error_not_the_devices(hcfg):
-    from npu.errors import InferenceError
-
     backend = HailoBackend(hcfg)
     await trio.to_thread.run_sync(backend.load)
     try:
@@ -370,3 +371,109 @@ def test_classification_of_statuses():
     assert type(classify(exc(6), phase="launch")).__name__ == "InferenceError"
     assert type(classify(exc(8), phase="complete")) is DeviceFault
     assert type(classify(ValueError("x"), phase="launch")).__name__ == "InferenceError"
+
+
+# --- first contact: what HailoRT answers at start-up, and run_async ---------------------------
+
+
+def test_no_device_at_all_is_not_called_busy(hcfg, hailo_standin):
+    hailo_standin.set_devices([])  # HailoRT answers 74, as for a busy device
+    with pytest.raises(DeviceNotFound) as info:
+        HailoBackend(hcfg).load()
+    msg = str(info.value)
+    assert not isinstance(info.value, DeviceBusy)
+    assert "no Hailo device found" in msg and "hailo-h10-all" in msg and "status 74" in msg
+
+
+def test_a_node_this_user_cannot_open_is_access_denied(hcfg, hailo_standin):
+    hailo_standin.set_node_openable(False)
+    with pytest.raises(DeviceAccessDenied) as info:
+        HailoBackend(hcfg).load()
+    msg = str(info.value)
+    assert "usermod -aG" in msg and "status 36, HAILO_DRIVER_OPERATION_FAILED" in msg
+    assert "went away" not in msg
+
+
+def test_an_unknown_device_id_lists_the_ones_present(hcfg):
+    cfg = attrs.evolve(hcfg, hailo_models=attrs.evolve(hcfg.hailo_models, device="0000:09:00.0"))
+    with pytest.raises(DeviceNotFound, match=r"hailo_models.device.*0000:01:00.0.*status 2"):
+        HailoBackend(cfg).load()
+
+
+def test_multi_process_service_works_on_hailo8(hcfg, monkeypatch):
+    monkeypatch.setenv("HAILO_STANDIN_ARCH", "HAILO8")
+    cfg = attrs.evolve(hcfg, hailo_models=attrs.evolve(
+        hcfg.hailo_models, multi_process_service=True))
+    backend = HailoBackend(cfg)
+    try:
+        assert backend.load().kind == "hailo"
+    finally:
+        backend.close()
+
+
+def test_a_hef_with_two_outputs_says_so(config, hailo_model_dir):
+    files = write_models(hailo_model_dir / "two", rec={"extra_outputs": ["ocr/second"]})
+    with pytest.raises(ModelLoadError, match=r"ocr.hef has 2 outputs .*exactly one input and one"):
+        HailoBackend(hailo_config(config, files)).load()
+
+
+async def test_run_async_failing_is_a_fault_and_never_retried(hcfg, hailo_files, caplog):
+    backend = await _loaded(hcfg)
+    try:
+        # 82 (queue full) used to be retried: on a model HailoRT has already shut down.
+        _standin.inject(str(hailo_files.rec), "refuse", status=82)
+        with pytest.raises(DeviceFault, match="run_async failed and HailoRT shut the model"
+                           ) as info:
+            await backend.infer("recognition_en", rec_batch(["RIVER"]))
+        assert not isinstance(info.value, DeviceLost | DeviceTimeout)
+        assert "retrying" not in caplog.text
+    finally:
+        backend.close()
+    assert hailo_backend._current is None  # after a fault the next load opens afresh
+    backend = await _loaded(hcfg)  # the reload the NPU owner does works
+    try:
+        assert (await backend.infer("recognition_en", rec_batch(["RIVER"]))).shape[0] == 1
+    finally:
+        backend.close()
+
+
+async def test_a_failure_inside_the_completion_callback_fails_only_that_job(
+    hcfg, monkeypatch
+):
+    from hailo_platform.pyhailort import pyhailort
+
+    backend = await _loaded(hcfg)
+    reads = []
+
+    def unreadable(self):  # the first completion read on HailoRT's thread fails
+        reads.append(1)
+        if len(reads) == 1:
+            raise RuntimeError("completion unreadable")
+        return self._exception
+
+    try:
+        monkeypatch.setattr(pyhailort.AsyncInferCompletionInfo, "exception", property(unreadable))
+        with pytest.raises(InferenceError, match="completion lost: completion unreadable"):
+            await backend.infer("recognition_en", rec_batch(["RIVER"]))
+        assert (await backend.infer("recognition_en", rec_batch(["RIVER"]))).shape[0] == 1
+    finally:
+        backend.close()
+    # Nothing escaped to HailoRT's thread: the hailo_standin fixture fails the test if so.
+
+
+def test_pyhailort_classes_without_a_status_code_are_classified():
+    make = ExceptionWrapper.create_exception_from_status
+    expected = {
+        15: ("InvalidProtocolVersionException", DeviceFault, "same version"),
+        48: ("HailoRTUnsupportedOpcodeException", DeviceFault, "same version"),
+        18: ("HailoRTFirmwareControlFailedException", DeviceLost, "went away"),
+        19: ("HailoRTEthException", DeviceLost, "went away"),
+        25: ("HailoRTInvalidFrameException", DeviceFault, ""),
+        69: ("HailoRTNetworkGroupNotActivatedException", DeviceFault, ""),
+    }
+    for code, (name, kind, words) in expected.items():
+        exc = make(code)
+        assert type(exc).__name__ == name and str(code) not in str(exc)
+        assert status_of(exc) == code
+        err = classify(exc, phase="complete")
+        assert type(err) is kind and words in str(err), (code, err)

@@ -13,9 +13,25 @@
 
 * **Device registry** (process-wide): one physical device, ``0000:01:00.0``. VDevices with
   the same group id (other than ``UNIQUE``) share it; any other VDevice while it is held
-  fails with ``HAILO_OUT_OF_PHYSICAL_DEVICES`` (74). With ``HAILO_STANDIN_ARCH=HAILO10H``
-  (default) ``multi_process_service=True`` is refused (GUESS: ``HAILO_NOT_SUPPORTED``);
-  with ``HAILO8`` it is accepted.
+  fails with ``HAILO_OUT_OF_PHYSICAL_DEVICES`` (74). Opening a VDevice follows
+  ``VDevice::create`` in HailoRT 5.2 (``vdevice.cpp``): with ``HAILO_STANDIN_ARCH=HAILO10H``
+  (default) ``multi_process_service=True`` is refused with ``HAILO_INVALID_OPERATION`` (6,
+  ``validate_params``: a Hailo-10H needs no service); with ``HAILO8`` it is accepted (the
+  service is assumed to be running). A device id the scan does not list is
+  ``HAILO_INVALID_ARGUMENT`` (2, ``get_accelerator_type``). :func:`set_devices` changes
+  what the scan finds: with none, opening fails with 74 (``create_devices`` finds nothing
+  to open). :func:`set_node_openable` ``(False)`` makes opening the node fail with
+  ``HAILO_DRIVER_OPERATION_FAILED`` (36, ``open_device_file``), as for a user outside the
+  node's group.
+
+* **Jobs**: a ``run_async`` that raises shuts its configured model down first, as
+  ``ConfiguredInferModel::run_async`` does; later calls on it are refused. A completion
+  callback that raises is recorded in :data:`callback_failures` and reported on stderr:
+  real HailoRT calls callbacks on a C++ thread without a handler, so the process would
+  abort (``std::terminate``); the tests' fixture fails the test instead.
+
+* **Descriptor outputs**: ``"extra_outputs": ["name", ...]`` gives a model more outputs
+  (``InferModel.output()`` without a name is then 6, "Model has more than one output!").
 
 * **Faults**, from the descriptor or injected at run time with :func:`inject`:
   ``error`` (the job completes with ``status``, default 8; afterwards the model refuses
@@ -24,8 +40,10 @@
   ``HailoCommunicationClosedException``; a VDevice opened after all holders released it
   works again), ``hang`` (the job never completes until shutdown), ``delay``
   (``delay_ms`` more latency), ``not_ready`` (``wait_for_async_ready`` waits its whole
-  timeout and raises ``HailoRTTimeout``). ``after`` counts matching events (jobs, or waits
-  for ``not_ready``) since the fault was added; it fires ``times`` times.
+  timeout and raises ``HailoRTTimeout``), ``refuse`` (``run_async`` itself raises
+  ``status``, default 82, and so shuts the model down). ``after`` counts matching events
+  (jobs; waits for ``not_ready``; ``run_async`` calls for ``refuse``) since the fault was
+  added; it fires ``times`` times.
 """
 
 from __future__ import annotations
@@ -33,7 +51,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 import threading
+import traceback
 import time
 import weakref
 from pathlib import Path
@@ -44,6 +64,27 @@ import numpy as np
 from .pyhailort import _pyhailort
 
 DEVICE_IDS = ("0000:01:00.0",)
+_present: list[str] = list(DEVICE_IDS)
+_node_openable = True
+#: Exceptions raised by completion callbacks (each would have aborted a real process).
+callback_failures: list[BaseException] = []
+
+
+def set_devices(ids) -> None:
+    """What HailoRT's scan finds from now on (``[]``: no device on this host)."""
+    with _lock:
+        _present[:] = [str(i) for i in ids]
+
+
+def present_devices() -> list[str]:
+    with _lock:
+        return list(_present)
+
+
+def set_node_openable(openable: bool) -> None:
+    """``False``: opening the device node fails (status 36), as without permission."""
+    global _node_openable
+    _node_openable = bool(openable)
 
 
 def _status(code: int) -> _pyhailort.HailoRTStatusException:
@@ -65,6 +106,7 @@ class Descriptor:
         self.async_queue_size = int(data.get("async_queue_size", 16))
         self.input_name = f"{self.name}/input_layer1"
         self.output_name = f"{self.name}/output_layer1"
+        self.extra_outputs = tuple(str(n) for n in data.get("extra_outputs", ()))
         self.output_scale = 1.0 / 255.0
         self.session = _session(self.onnx)
         h, w, _ = self.input_shape
@@ -126,7 +168,7 @@ def load_descriptor(path: str) -> Descriptor:
 class _Fault:
     def __init__(self, kind: str, after: int = 0, times: int = 1, status: int | None = None,
                  delay_ms: float = 0.0) -> None:
-        if kind not in ("error", "lost", "hang", "delay", "not_ready"):
+        if kind not in ("error", "lost", "hang", "delay", "not_ready", "refuse"):
             raise ValueError(f"unknown fault kind {kind!r}")
         self.kind = kind
         self.after = int(after)
@@ -148,10 +190,14 @@ def inject(hef_path: str, kind: str, **options: Any) -> None:
 
 
 def reset() -> None:
-    """Forget faults and counters (between tests)."""
+    """Forget faults, counters and device settings (between tests)."""
+    global _node_openable
     with _lock:
         _faults.clear()
         _jobs_run.clear()
+        _present[:] = list(DEVICE_IDS)
+        _node_openable = True
+        callback_failures.clear()
 
 
 def jobs_run(hef_path: str) -> int:
@@ -159,11 +205,14 @@ def jobs_run(hef_path: str) -> int:
     return _jobs_run.get(str(Path(hef_path).resolve()), 0)
 
 
+_EVENT_OF = {"not_ready": "wait", "refuse": "run"}  # every other kind fires on "job"
+
+
 def take_fault(descriptor: Descriptor, event: str) -> _Fault | None:
-    """The fault that fires on this event ("wait" or "job"), if any."""
+    """The fault that fires on this event ("wait", "run" or "job"), if any."""
     with _lock:
         for fault in _faults.get(descriptor.path, []):
-            if (fault.kind == "not_ready") != (event == "wait"):
+            if _EVENT_OF.get(fault.kind, "job") != event:
                 continue
             fault.seen += 1
             if fault.seen > fault.after and fault.fired < fault.times:
@@ -235,17 +284,20 @@ class VDeviceHandle:
 
 def open_vdevice(params) -> VDeviceHandle:
     arch = os.environ.get("HAILO_STANDIN_ARCH", "HAILO10H").upper()
-    if params.multi_process_service and arch != "HAILO8":
-        raise _status(79)  # GUESS: Hailo-10H has no multi-process service
+    present = present_devices()
+    if params.device_ids and any(d not in present for d in params.device_ids):
+        raise _status(2)  # HAILO_INVALID_ARGUMENT: "device_id ... not found"
+    if params.multi_process_service and arch != "HAILO8" and present:
+        raise _status(6)  # HAILO_INVALID_OPERATION: Hailo-10H needs no service
     if params.scheduling_algorithm != _pyhailort.SchedulingAlgorithm.ROUND_ROBIN:
         raise _status(2)  # the stand-in only models the scheduler
-    wanted = list(params.device_ids) or list(DEVICE_IDS)
+    wanted = list(params.device_ids) or present
     group = str(params.group_id)
     with _lock:
         for device_id in wanted:
-            if device_id not in _devices:
-                raise _status(61 if params.device_ids else 74)
-            session = _devices[device_id]
+            if not _node_openable:
+                raise _status(36)  # HAILO_DRIVER_OPERATION_FAILED: open(/dev/hailo0) failed
+            session = _devices.get(device_id)
             if session is None:
                 session = _Session(device_id, group)
                 _devices[device_id] = session
@@ -344,8 +396,11 @@ class Job:
             cfg.cond.notify_all()
         try:
             self.callback(status)
-        except Exception:  # HailoRT does not protect itself from a failing callback either
-            pass
+        except BaseException as exc:  # real HailoRT: std::terminate, the process aborts
+            callback_failures.append(exc)
+            traceback.print_exc()
+            print("HailoRT stand-in: a completion callback raised; real HailoRT would abort "
+                  "the process here", file=sys.stderr)
         finally:
             self.callback_done.set()
 

@@ -213,7 +213,7 @@ class Device:
 
     @classmethod
     def scan(cls) -> list[str]:
-        return list(_standin.DEVICE_IDS)
+        return _standin.present_devices()
 
     def __init__(self, device_id: str | None = None) -> None:
         ids = self.scan()
@@ -421,7 +421,7 @@ class InferModel:
 
     @property
     def output_names(self) -> list[str]:
-        return [self._infer_model.output.name]
+        return [e.name for e in self._outputs()]
 
     @property
     def inputs(self) -> list[InferModel.InferStream]:
@@ -429,10 +429,12 @@ class InferModel:
 
     @property
     def outputs(self) -> list[InferModel.InferStream]:
-        return [self.InferStream(self._infer_model.output)]
+        return [self.InferStream(e) for e in self._outputs()]
 
     def _edge(self, edges: list[_Edge], name: str) -> _Edge:
-        if name == "" and len(edges) == 1:
+        if name == "":
+            if len(edges) != 1:
+                _raise_status(6)  # "Model has more than one input!" / "... output!"
             return edges[0]
         for e in edges:
             if e.name == name:
@@ -440,11 +442,17 @@ class InferModel:
         _raise_status(61)
         raise AssertionError
 
+    def _outputs(self) -> list[_Edge]:
+        impl = self._infer_model
+        extra = [_Edge(n, impl.output.shape, impl.output.format, impl.output.quant)
+                 for n in impl.descriptor.extra_outputs]
+        return [impl.output, *extra]
+
     def input(self, name: str = "") -> InferModel.InferStream:
         return self.InferStream(self._edge([self._infer_model.input], name))
 
     def output(self, name: str = "") -> InferModel.InferStream:
-        return self.InferStream(self._edge([self._infer_model.output], name))
+        return self.InferStream(self._edge(self._outputs(), name))
 
 
 class AsyncInferCompletionInfo:
@@ -600,12 +608,24 @@ class ConfiguredInferModel:
                 callback(completion_info=AsyncInferCompletionInfo(exc))
             self._buffer_guards.popleft()
 
+        try:
+            job = self._submit(impl, bindings, callback_wrapper)
+        except HailoRTException:
+            # ConfiguredInferModel::run_async: on any error the model is shut down first.
+            self.shutdown()
+            raise
+        return AsyncInferJob(job)
+
+    def _submit(self, impl: _ConfiguredImpl, bindings, callback_wrapper) -> _standin.Job:
         with ExceptionWrapper():
             impl.model.vdevice.check_alive()
             if impl.shut or impl.failed:
                 # GUESS: after shutdown (or after a failed job shut the pipeline down, as
                 # run_async's documentation says happens) new jobs are refused as aborted.
                 raise _status(63)
+            refused = _standin.take_fault(impl.model.descriptor, "run")
+            if refused is not None:
+                raise _status(int(refused.status or 82))
             model = impl.model
             frames = []
             outputs = []
@@ -628,7 +648,7 @@ class ConfiguredInferModel:
                 impl.frames_in_flight += len(frames)
             job = _standin.Job(impl, frames, outputs, callback_wrapper)
             impl.model.vdevice.submit(job)
-        return AsyncInferJob(job)
+        return job
 
     def set_scheduler_timeout(self, timeout_ms: int) -> None:
         self._impl()
