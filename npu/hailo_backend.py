@@ -83,7 +83,7 @@ from .hailo_errors import (
     is_hailort_error,
     status_of,
 )
-from .models import resolve_model_path
+from .models import configured_hefs, resolve_model_path
 
 log = logging.getLogger("hailo_ocr.hailo")
 
@@ -102,6 +102,25 @@ INSTALL_HINT = (
     "If hailo-ocr runs in a virtualenv, create it with --system-site-packages so it sees "
     "the system's hailo_platform. Or run with --backend onnx (CPU)."
 )
+
+
+def missing_parts(config: Config) -> list[str]:
+    """What stops the Hailo backend from loading before it is tried, in words: HailoRT's
+    Python bindings, a HEF file the configuration names, the device itself. Empty when
+    all are there (the device may still be busy or refuse us: that is found at load)."""
+    import importlib.util
+
+    missing = []
+    if importlib.util.find_spec("hailo_platform") is None:
+        missing.append("HailoRT's Python bindings (hailo_platform) are not installed")
+    for hef in configured_hefs(config):
+        if hef.path is None:
+            missing.append(f"{hef.name} is missing (looked in {', '.join(hef.tried)})")
+    if not missing:
+        presence = hailo_devices.probe(_import_hailo())
+        if not presence.present:
+            missing.append("no Hailo device is present")
+    return missing
 
 
 def _import_hailo() -> Any:
@@ -669,4 +688,7 @@ def _format_str(fmt: Any) -> str:
         return str(fmt)
 
 
-__all__ = ["INSTALL_HINT", "HailoBackend", "SharedVDevice", "acquire_vdevice", "release_vdevice"]
+__all__ = [
+    "INSTALL_HINT", "HailoBackend", "SharedVDevice", "acquire_vdevice", "missing_parts",
+    "release_vdevice",
+]

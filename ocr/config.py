@@ -132,8 +132,15 @@ class HailoModelsConfig:
     recognition_hefs: Mapping[str, str] = attrs.field(factory=lambda: {"en": "ocr.hef"})
     #: Character list file per language; English's 97-class list is built in.
     character_lists: Mapping[str, str] = attrs.field(factory=dict)
-    #: Directories searched for relative HEF paths, after the config file's own directory.
-    search_paths: tuple[str, ...] = ("/var/lib/hailo-ocr/models", "/usr/share/hailo-ocr/models")
+    #: Directories searched for relative HEF paths, after the config file's own directory:
+    #: where ``hailo-ocr models fetch`` puts them, where the original hailo-ocr's installer
+    #: and hailo-apps' downloader (``hailo-download-resources``) put Hailo-10H HEFs.
+    search_paths: tuple[str, ...] = (
+        "/var/lib/hailo-ocr/models",
+        "/var/lib/hailo-ocr/resources/models/hailo10h",
+        "/usr/local/hailo/resources/models/hailo10h",
+        "/usr/share/hailo-ocr/models",
+    )
     batch_size_rec: int = 8
     batch_size_det: int = 1
     #: Physical device id (e.g. "0000:01:00.0"); None = the first one.
@@ -312,6 +319,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BACKEND": ("backend", "type"),
     "DEVICE": ("hailo_models", "device"),
     "GROUP_ID": ("hailo_models", "group_id"),
+    "MULTI_PROCESS_SERVICE": ("hailo_models", "multi_process_service"),
     "BATCH_WINDOW_MS": ("batching", "window_ms"),
     "BATCH_POLICY": ("batching", "policy"),
     "INTRA_OP_THREADS": ("onnx_models", "intra_op_threads"),

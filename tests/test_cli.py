@@ -35,15 +35,17 @@ def test_help_explains_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "extract", "config"):
+    for command in ("serve", "extract", "config", "verify", "models"):
         assert command in out
     for command, flags in (
-        ("serve", ["--config", "--host", "--port", "--backend", "SIGTERM"]),
+        ("serve", ["--config", "--host", "--port", "--backend", "SIGTERM", "--cpu-fallback"]),
         ("extract", ["IMAGE", "--lang", "--json", "--config"]),
         ("config", ["--print", "--config"]),
+        ("verify", ["--config", "--token", "--wait", "--url", "--unit"]),
+        ("models fetch", ["--arch", "--dest", "--check", "--restart", "--base-url"]),
     ):
         with pytest.raises(SystemExit):
-            main([command, "--help"])
+            main([*command.split(), "--help"])
         text = capsys.readouterr().out
         for flag in flags:
             assert flag in text, (command, flag)

@@ -477,3 +477,17 @@ def test_pyhailort_classes_without_a_status_code_are_classified():
         assert status_of(exc) == code
         err = classify(exc, phase="complete")
         assert type(err) is kind and words in str(err), (code, err)
+
+
+def test_missing_parts_name_what_would_stop_the_npu(hcfg, hailo_standin, monkeypatch, tmp_path):
+    assert hailo_backend.missing_parts(hcfg) == []
+    no_hef = attrs.evolve(hcfg, hailo_models=attrs.evolve(
+        hcfg.hailo_models, detection_hef="ocr_det_missing.hef", search_paths=(str(tmp_path),)))
+    (miss,) = hailo_backend.missing_parts(no_hef)
+    assert miss.startswith("ocr_det_missing.hef is missing (looked in ")
+    hailo_standin.set_devices([])
+    assert hailo_backend.missing_parts(hcfg) == ["no Hailo device is present"]
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert "hailo_platform) are not installed" in hailo_backend.missing_parts(hcfg)[0]

@@ -1,4 +1,4 @@
-"""The ``hailo-ocr`` command: serve, extract, config.
+"""The ``hailo-ocr`` command: serve, extract, config, verify, models fetch.
 
 Precedence of settings: defaults < YAML file (``--config`` or ``$HAILO_OCR_CONFIG``) <
 ``HAILO_OCR_*`` environment < command-line flags.
@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="log verbosity (server.log_level); debug also logs every request",
     )
+    p.add_argument(
+        "--cpu-fallback",
+        action="store_true",
+        help=(
+            "with the hailo backend: when HailoRT's Python bindings, a HEF file or the device "
+            "itself is missing, serve on the CPU (onnx) instead of refusing to start, and log "
+            "why (the installed unit uses this; `hailo-ocr verify` reports it)"
+        ),
+    )
 
     p = sub.add_parser(
         "extract",
@@ -108,7 +117,72 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="print the effective configuration as YAML",
     )
+    _add_ops_commands(sub)
     return parser
+
+
+def _add_unit_flags(p: argparse.ArgumentParser) -> None:
+    _add_config_flag(p)
+    p.add_argument(
+        "--unit", default="hailo-ocr.service",
+        help="systemd unit whose configuration and environment to use when --config is not "
+        "given (default hailo-ocr.service)",
+    )
+    p.add_argument("--no-unit", action="store_true", help="do not ask systemd about the unit")
+    p.add_argument(
+        "--root", metavar="DIR",
+        help="read the configuration's absolute paths below DIR (a mounted SD card image)",
+    )
+
+
+def _add_ops_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check the installed service: health, readiness, models, a sample, the device",
+        description=(
+            "Check the running service the way its systemd unit runs it (configuration, "
+            "port and token from the unit), say what is wrong and how to fix it. Exit "
+            "status 1 if a check failed (warnings do not fail)."
+        ),
+    )
+    _add_unit_flags(p)
+    p.add_argument("--url", help="the service's address (default: from its configuration)")
+    p.add_argument("--token", help="bearer token (default: from its configuration)")
+    p.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="first wait up to SECONDS for /health/ready (what the installer does)",
+    )
+
+    p = sub.add_parser("models", help="the compiled NPU models (HEF files)")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    p = msub.add_parser(
+        "fetch",
+        help="download the HEF files the configuration needs and does not find",
+        description=(
+            "Keep every HEF file the configuration finds; download the missing ones (the "
+            "files hailo-apps' resource downloader fetches for paddle_ocr) into --dest, "
+            "checked before they are put in place. Exit status 1 if any is still missing."
+        ),
+    )
+    _add_unit_flags(p)
+    p.add_argument(
+        "--arch", choices=("hailo10h", "hailo8", "hailo8l"),
+        help="the NPU the models are for (default: the device present, else hailo10h)",
+    )
+    p.add_argument(
+        "--dest", help="directory for downloaded files (default /var/lib/hailo-ocr/models)"
+    )
+    p.add_argument("--manifest", help="JSON file of sources, sizes and SHA-256s (default: shipped)")
+    p.add_argument("--base-url", help="a mirror of the manifest's base URL (http(s):// or file://)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
+    p.add_argument(
+        "--check", action="store_true",
+        help="download nothing: report what is present and what is missing (exit 1 if any)",
+    )
+    p.add_argument(
+        "--restart", action="store_true",
+        help="after fetching, restart the unit (systemctl try-restart) so it moves to the NPU",
+    )
 
 
 def _load(args: argparse.Namespace, **server: Any) -> Config:
@@ -137,6 +211,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port == 0:  # any free port (the log says which); the config itself needs 1-65535
         config = attrs.evolve(config, server=attrs.evolve(config.server, port=0))
     _setup_logging(config.server.log_level)
+    if args.cpu_fallback and config.backend.type == "hailo":
+        from npu.hailo_backend import missing_parts
+
+        missing = missing_parts(config)
+        if missing:
+            log.warning(
+                "serving on the CPU (onnx), not the NPU: %s. Fix: %s, then restart",
+                "; ".join(missing), "sudo /opt/hailo-ocr/venv/bin/hailo-ocr models fetch"
+                if all(".hef" in m for m in missing) else "see README, Deploying on a Pi",
+            )
+            config = attrs.evolve(config, backend=attrs.evolve(config.backend, type="onnx"))
     trio.run(serve, config)
     return EXIT_OK
 
@@ -209,6 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "extract":
             return cmd_extract(args)
+        if args.command == "verify":
+            from .verify import run as run_verify
+
+            return run_verify(args)
+        if args.command == "models":
+            from .hef_fetch import run as run_fetch
+
+            return run_fetch(args)
         return cmd_config(args)
     except ConfigError as exc:
         print(f"hailo-ocr: configuration error: {exc}", file=sys.stderr)

@@ -1,0 +1,81 @@
+"""``hailo-ocr verify`` against a real server on the CPU backend: every check, the token,
+and what it says to do; and the sample image it sends is read back exactly."""
+
+from __future__ import annotations
+
+import argparse
+
+import attrs
+import trio
+from helpers_server import fast, running_server
+
+from ocr.config import load_config
+from web import verify
+from web.service_unit import ServiceView
+
+
+def args(url: str, token: str | None = None, **kw) -> argparse.Namespace:
+    base = dict(config=None, unit="hailo-ocr.service", no_unit=True, root=None, url=url,
+                token=token, wait=0.0)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def run_verify(a: argparse.Namespace, capsys) -> tuple[int, str]:
+    code = verify.run(a)
+    return code, capsys.readouterr().out
+
+
+async def test_all_checks_pass_with_the_token_and_fail_without(config, capsys):
+    cfg = fast(config, server={"auth_token": "tok"})
+    async with running_server(cfg) as server:
+        code, out = await trio.to_thread.run_sync(run_verify, args(server.url, "tok"), capsys)
+        assert code == 0, out
+        assert "ok    extract  read 'HAILO OCR VERIFY 2468'" in out
+        assert "ok    ready    ready" in out and "skip  device" in out
+        code, out = await trio.to_thread.run_sync(run_verify, args(server.url, "nope"), capsys)
+    assert code == 1
+    assert "fail  ready    the service wants a bearer token" in out
+    assert "fix: pass --token TOKEN" in out and "skip  extract" in out
+
+
+async def test_nothing_listening_is_a_failure_with_the_fix(capsys):
+    code, out = await trio.to_thread.run_sync(run_verify, args("http://127.0.0.1:9"), capsys)
+    assert code == 1
+    assert "fail  health" in out and "journalctl -u hailo-ocr" in out
+
+
+def test_checks_are_a_list_to_extend(config, monkeypatch, capsys):
+    seen = []
+
+    def check_manager(ctx: verify.Context) -> verify.Check:
+        seen.append(ctx.base_url)
+        return verify.Check("manager", "warn", "not running", "sudo systemctl start it")
+
+    monkeypatch.setattr(verify, "CHECKS", [check_manager])
+    code, out = run_verify(args("http://127.0.0.1:9"), capsys)
+    assert code == 0 and seen == ["http://127.0.0.1:9"]
+    assert "warn  manager  not running" in out and "fix: sudo systemctl start it" in out
+
+
+def test_the_npu_checks_say_what_is_missing(tmp_path, capsys):
+    cfg = load_config(env={}, overrides={
+        "backend": {"type": "hailo"}, "hailo_models": {"search_paths": [str(tmp_path)]}})
+    ctx = verify.Context(view=ServiceView(cfg, None, True, "test"), base_url="http://x",
+                         token=None, root=str(tmp_path / "root"))
+    ctx.health = {"backend": "onnx"}
+    models = verify.check_models(ctx)
+    assert models.status == "warn" and "ocr_det.hef, ocr.hef not found" in models.detail
+    assert models.fix == "sudo /opt/hailo-ocr/venv/bin/hailo-ocr models fetch --restart"
+    device = verify.check_device(ctx)
+    assert device.status == "warn" and "runs on the CPU" in device.detail
+    ctx.health = {"backend": "hailo"}
+    assert verify.check_device(ctx).status == "fail"  # NPU wanted, none there, not on CPU
+
+
+def test_base_url_from_a_wildcard_host(config):
+    view = ServiceView(attrs.evolve(config, server=attrs.evolve(
+        config.server, host="0.0.0.0", port=11436)), None, False, "")
+    assert verify.base_url(view) == "http://127.0.0.1:11436"
+    view = ServiceView(attrs.evolve(config, server=attrs.evolve(config.server, host="::")),
+                       None, False, "")
+    assert verify.base_url(view) == "http://[::1]:11436"
