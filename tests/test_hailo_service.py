@@ -32,7 +32,13 @@ from parity_support import load_score_module  # noqa: E402
 
 from actors.messages import OcrRequest  # noqa: E402
 from actors.service import open_ocr_service  # noqa: E402
-from npu.errors import DeviceBusy, DeviceFault, DeviceLost, DeviceTimeout  # noqa: E402
+from npu.errors import (  # noqa: E402
+    DeviceBusy,
+    DeviceFault,
+    DeviceLost,
+    DeviceNotFound,
+    DeviceTimeout,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,6 +118,23 @@ async def test_a_100_character_line_survives_the_fixed_width(hcfg):
     assert len(r.regions) == 1, r.text
     assert bag_f1(got, want) >= 0.85, r.text
     assert len(r.text) >= 0.9 * len(text), r.text
+
+
+async def test_the_verify_sample_reads_on_the_npu_path(hcfg):
+    from web.verify import SAMPLE_LINES, sample_png
+
+    async with open_ocr_service(hcfg) as service:
+        r = await service.extract(OcrRequest(sample_png(), ("en",)))
+    # As verify compares: letters and digits (the fixed-width recogniser reads
+    # "VERIFY 2468" as one word).
+    assert "".join(r.text.split()) == "".join("".join(SAMPLE_LINES).split()), r.text
+
+
+async def test_start_up_without_a_device_says_so(hcfg, hailo_standin):
+    hailo_standin.set_devices([])
+    with pytest.raises(DeviceNotFound, match="no Hailo device found"):
+        async with open_ocr_service(hcfg):
+            pytest.fail("the service must not start")  # pragma: no cover
 
 
 # --- sharing the NPU ----------------------------------------------------------------------------

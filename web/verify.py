@@ -14,6 +14,7 @@ white with OpenCV's built-in font), so the check needs no file and no data set.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import sys
@@ -181,8 +182,9 @@ def _unrecorded(hefs) -> str:
     return ", ".join(sorted(names - recorded))
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[A-Z0-9]+", text.upper()))
+def _letters(text: str) -> str:
+    """Letters and digits only: the NPU's fixed-width recogniser may drop a space."""
+    return "".join(re.findall(r"[A-Z0-9]", text.upper()))
 
 
 def check_extract(ctx: Context) -> Check:
@@ -196,12 +198,12 @@ def check_extract(ctx: Context) -> Check:
         err = body.get("error") if isinstance(body, dict) else status
         return Check("extract", "fail", f"the sample image failed: {status} {err}", JOURNAL)
     text = " ".join(r.get("text", "") for r in body.get("regions", []))
-    want = _words(" ".join(SAMPLE_LINES))
-    found = want & _words(text)
     detail = f"read {text!r} in {ms:.0f} ms on {(body.get('hailo_info') or {}).get('backend')}"
-    if found == want:
+    want, got = _letters(" ".join(SAMPLE_LINES)), _letters(text)
+    if got == want:
         return Check("extract", "ok", detail)
-    return Check("extract", "fail" if not found else "warn",
+    close = difflib.SequenceMatcher(None, want, got).ratio() >= 0.8
+    return Check("extract", "warn" if close else "fail",
                  f"{detail}; expected {' / '.join(SAMPLE_LINES)!r}", JOURNAL)
 
 
