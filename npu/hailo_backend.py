@@ -117,7 +117,10 @@ def missing_parts(config: Config) -> list[str]:
         if hef.path is None:
             missing.append(f"{hef.name} is missing (looked in {', '.join(hef.tried)})")
     if not missing:
-        presence = hailo_devices.probe(_import_hailo())
+        try:
+            presence = hailo_devices.probe(_import_hailo())
+        except BackendUnavailable as exc:  # found but not importable (a broken install)
+            return [str(exc)]
         if not presence.present:
             missing.append("no Hailo device is present")
     return missing

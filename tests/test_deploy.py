@@ -347,8 +347,24 @@ def reproduce_original(h: SandboxHost, config: dict | str = ORIGINAL_CONFIG) -> 
     subprocess.run(["systemctl", "start", UNIT], env=h.env, check=True)
 
 
-def test_upgrade_over_the_original_keeps_its_config_and_models(host, models):
-    reproduce_original(host)
+#: The keys of the original's config.yaml that this version read before compat's legacy
+#: loader (issue 12, points 8-10): what the install mechanics are checked with meanwhile.
+ORIGINAL_CONFIG_READ_TODAY = {
+    "server": ORIGINAL_CONFIG["server"],
+    "ocr": {k: ORIGINAL_CONFIG["ocr"][k] for k in ("languages", "det_threshold", "rec_threshold")},
+    "hailo_models": {k: v for k, v in ORIGINAL_CONFIG["hailo_models"].items()
+                     if k not in ("priority", "device")},
+}
+
+
+@pytest.mark.parametrize("original_config", [
+    pytest.param(ORIGINAL_CONFIG, id="verbatim", marks=pytest.mark.xfail(
+        strict=True, reason="the original's config.yaml loads once issue 12's legacy keys are "
+        "read (resource_limits, priority, device: /dev/hailo0, ...); then drop this mark")),
+    pytest.param(ORIGINAL_CONFIG_READ_TODAY, id="keys-read-today"),
+])
+def test_upgrade_over_the_original_keeps_its_config_and_models(host, models, original_config):
+    reproduce_original(host, original_config)
     original_pid = host.units()[UNIT]["pid"]
     kept = {p: host.path(p).read_bytes() for p in (
         "/etc/hailo/hailo-ocr.yaml", "/etc/xdg/hailo-ocr/hailo-ocr.json",
@@ -384,8 +400,11 @@ def test_upgrade_over_the_original_keeps_its_config_and_models(host, models):
     u = host.run("uninstall.sh")
     assert u.returncode == 0, u.stdout + u.stderr
     for path in ("/etc/hailo/hailo-ocr.yaml", "/etc/xdg/hailo-ocr/hailo-ocr.json",
-                 "/var/lib/hailo-ocr/resources/models/hailo10h/ocr.hef"):
+                 "/var/lib/hailo-ocr/resources/models/hailo10h/ocr.hef",
+                 "/etc/systemd/system/hailo-ocr.service.d/override.conf",  # the user's own
+                 "/opt/hailo-ocr/hailo_ocr_server.py"):
         assert host.path(path).exists(), path
+    assert not host.path("/opt/hailo-ocr/venv").exists()
 
 
 def _zombie_or_gone(pid: int) -> bool:

@@ -192,7 +192,7 @@ def check_extract(ctx: Context) -> Check:
         return Check("extract", "skip", "the service is not ready")
     png = sample_png()
     started = time.monotonic()
-    status, body = ctx.get("/v1/ocr/extract?languages=en", body=png, content_type="image/png")
+    status, body = ctx.get("/v1/ocr/extract", body=png, content_type="image/png")
     ms = (time.monotonic() - started) * 1000
     if status != 200 or not isinstance(body, dict):
         err = body.get("error") if isinstance(body, dict) else status
