@@ -34,8 +34,10 @@ async def test_all_checks_pass_with_the_token_and_fail_without(config, capsys):
         assert "ok    ready    ready" in out and "skip  device" in out
         code, out = await trio.to_thread.run_sync(run_verify, args(server.url, "nope"), capsys)
     assert code == 1
-    assert "fail  ready    the service wants a bearer token" in out
-    assert "fix: pass --token TOKEN" in out and "skip  extract" in out
+    # Refused where the token is first needed: /health/ready, or (where readiness is
+    # public) /models and the extract.
+    assert "the service wants a bearer token and this one was refused" in out
+    assert "fix: pass --token TOKEN" in out and "ok    extract" not in out
 
 
 async def test_nothing_listening_is_a_failure_with_the_fix(capsys):

@@ -131,10 +131,14 @@ def check_ready(ctx: Context) -> Check:
         ctx.ready = True
         return Check("ready", "ok", "ready")
     if status == 401:
-        return Check("ready", "fail", "the service wants a bearer token and this one was "
-                     "refused or missing", _token_fix(ctx))
+        return _refused("ready", ctx)
     reason = body.get("reason") if isinstance(body, dict) else None
     return Check("ready", "fail", f"not ready ({reason or status})", JOURNAL)
+
+
+def _refused(name: str, ctx: Context) -> Check:
+    return Check(name, "fail", "the service wants a bearer token and this one was refused or "
+                 "missing", _token_fix(ctx))
 
 
 def _token_fix(ctx: Context) -> str:
@@ -148,6 +152,8 @@ def check_models(ctx: Context) -> Check:
     loaded = ""
     if ctx.ready:
         status, body = ctx.get("/models")
+        if status == 401:  # /health/ready may be public; /models never is with a token
+            return _refused("models", ctx)
         if status == 200 and isinstance(body, dict):
             loaded = ", ".join(f"{m.get('id')}={m.get('name')}" for m in body.get("data", []))
     if not ctx.npu_wanted:
@@ -194,6 +200,8 @@ def check_extract(ctx: Context) -> Check:
     started = time.monotonic()
     status, body = ctx.get("/v1/ocr/extract", body=png, content_type="image/png")
     ms = (time.monotonic() - started) * 1000
+    if status == 401:
+        return _refused("extract", ctx)
     if status != 200 or not isinstance(body, dict):
         err = body.get("error") if isinstance(body, dict) else status
         return Check("extract", "fail", f"the sample image failed: {status} {err}", JOURNAL)
