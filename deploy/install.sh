@@ -158,19 +158,27 @@ CONSTRAINTS=""
 if [ "$CPU" = 0 ]; then
     CONSTRAINTS="$("$PY" - <<'PY'
 import importlib.metadata as md
+import sys
 try:
     dist = md.distribution("hailort")
 except md.PackageNotFoundError:
-    raise SystemExit(0)
-from pip._vendor.packaging.requirements import Requirement
-for line in dist.requires or []:
-    req = Requirement(line)
-    if req.name.lower() == "numpy" and (req.marker is None or req.marker.evaluate()):
-        if str(req.specifier):
-            print(f"numpy{req.specifier}")
-        break
+    dist = None
+if dist is not None and dist.requires:
+    from pip._vendor.packaging.requirements import Requirement
+    for line in dist.requires:
+        req = Requirement(line)
+        if req.name.lower() == "numpy" and (req.marker is None or req.marker.evaluate()):
+            if str(req.specifier):
+                print(f"numpy{req.specifier}")
+            break
 else:
-    if dist.version.startswith("4."):
+    # No package metadata: the version decides, as HailoRT's setup.py does (4.23:
+    # numpy<2; 5.x: numpy<2 below Python 3.13).
+    try:
+        version = dist.version if dist is not None else __import__("hailo_platform").__version__
+    except Exception:
+        raise SystemExit(0)
+    if version.startswith("4.") or (version.startswith("5.") and sys.version_info < (3, 13)):
         print("numpy<2")
 PY
 )"

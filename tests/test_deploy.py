@@ -493,13 +493,21 @@ def test_offline_install_serves_on_the_cpu_then_fetch_then_cpu_only(host, models
     assert "skip  device" in c.stdout and http_get(port, "/health")[1]["backend"] == "onnx"
 
 
-def test_hailo8_host_gets_its_drop_in_and_hailorts_numpy_pin(host):
+@pytest.mark.parametrize("hailort", ["metadata", "module only"])
+def test_hailo8_host_gets_its_drop_in_and_hailorts_numpy_pin(host, hailort):
     fit_device(host, "0")  # a Hailo-8 or 8L
-    dist = host.state / "site" / "hailort-4.23.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: hailort\nVersion: 4.23.0\nRequires-Dist: numpy<2\n"
-        "Requires-Dist: netaddr\n")
+    if hailort == "metadata":  # HailoRT 4.23's wheel metadata, as pip installs it
+        dist = host.state / "site" / "hailort-4.23.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: hailort\nVersion: 4.23.0\n"
+            "Requires-Dist: numpy<2\nRequires-Dist: netaddr\n")
+    else:  # a package without metadata: only hailo_platform.__version__ says which
+        module = host.state / "site" / "hailo_platform"
+        module.mkdir(parents=True)
+        (module / "__init__.py").write_text(
+            '"""TEST DOUBLE: only the version attribute of HailoRT 4.23\'s hailo_platform."""\n'
+            '__version__ = "4.23.0"\n')
     listen_here(host)
     r = host.run("install.sh", "--no-models")
     assert_ok(r, host)

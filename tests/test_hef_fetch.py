@@ -42,6 +42,11 @@ def cfg_in(tmp_path: Path, models: Path, extra: str = ""):
 
 
 def test_shipped_manifest_records_hailo_apps_sources():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml")
+                              .read_text())
+    assert "hef_manifest.json" in pyproject["tool"]["setuptools"]["package-data"]["web"]
     m = hef_fetch.load_manifest()
     assert m.base_url == "https://hailo-csdata.s3.eu-west-2.amazonaws.com/resources"
     for arch, folder in (("hailo10h", "h10"), ("hailo8", "h8"), ("hailo8l", "h8l")):
