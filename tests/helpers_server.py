@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import io
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import attrs
 import cv2
@@ -20,6 +22,7 @@ from PIL import Image
 from npu.onnx_backend import OnnxBackend
 from ocr.config import Config
 from web.app import AppState, create_app, get_state
+from web.client import InputFile
 from web.server import hypercorn_config
 
 # Words the recogniser reads reliably in Hershey Simplex; tests compare them exactly.
@@ -40,6 +43,60 @@ def text_image(lines: list[str], *, fmt: str = ".png", scale: float = 1.2) -> by
     ok, buf = cv2.imencode(fmt, img)
     assert ok
     return buf.tobytes()
+
+
+def write_pages(
+    root: Path, n: int, lines: int = 2
+) -> tuple[list[InputFile], dict[str, list[str]]]:
+    """``n`` PNG pages of ``lines`` words each in ``root``: the files (named as in the
+    folder) and the words of each."""
+    files, words = [], {}
+    for i in range(n):
+        page = [WORDS[(i + 7 * k) % len(WORDS)] for k in range(lines)]
+        path = root / f"page{i:02d}.png"
+        path.write_bytes(text_image(page))
+        files.append(InputFile(path.name, path))
+        words[path.name] = page
+    return files, words
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_image_folder(root: Path) -> dict[str, list[str] | str]:
+    """A folder for ``hailo-ocr read``: text images in every accepted format, in
+    subfolders; bad files among them; and files a folder walk skips (not images by name,
+    hidden). Returns ``{path below root: the words in it, or the error code it gets}``."""
+    good = {
+        "a/01.png": (WORDS[0:2], ".png"), "a/02.jpg": (WORDS[2:4], ".jpg"),
+        "a/deeper/03.bmp": (WORDS[4:5], ".bmp"), "b/04.webp": (WORDS[5:8], ".webp"),
+        "b/05.tiff": (WORDS[8:10], ".tiff"), "06.PNG": (WORDS[10:12], ".png"),
+    }
+    expected: dict[str, list[str] | str] = {}
+    for name, (lines, fmt) in good.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(text_image(lines, fmt=fmt))
+        expected[name] = lines
+    tiny = io.BytesIO()
+    Image.new("RGB", (2, 2), (255, 255, 255)).save(tiny, "PNG")
+    bad = {
+        "bad/junk.png": (b"this is not an image", "invalid_image"),
+        "bad/empty.jpg": (b"", "invalid_image"),
+        "bad/anim.png": (gif_image(), "unsupported_media_type"),
+        "bad/tiny.png": (tiny.getvalue(), "image_too_small"),
+    }
+    (root / "bad").mkdir()
+    for name, (data, code) in bad.items():
+        (root / name).write_bytes(data)
+        expected[name] = code
+    (root / "notes.txt").write_text("not read: not an image by name")
+    (root / ".hidden.png").write_bytes(text_image(["HIDDEN"]))
+    (root / ".cache").mkdir()
+    (root / ".cache" / "x.png").write_bytes(text_image(["HIDDEN"]))
+    return expected
 
 
 def gif_image() -> bytes:
@@ -86,18 +143,20 @@ def words_of(text: str) -> list[str]:
 
 
 class ControlledBackend:
-    """The real ONNX backend, with hooks: hold detection or recognition calls until a
-    gate opens, or raise an error on the next call. Everything else passes through."""
+    """The real ONNX backend, with hooks: hold detection or recognition calls (after the
+    first ``det_free_calls`` / ``rec_free_calls``) until a gate opens, or raise an error on
+    the next call. Everything else passes through."""
 
     def __init__(
         self, config: Config, *, det_gate: trio.Event | None = None,
-        rec_gate: trio.Event | None = None, rec_free_calls: int = 0,
+        rec_gate: trio.Event | None = None, rec_free_calls: int = 0, det_free_calls: int = 0,
         fail_next: BaseException | None = None,
     ) -> None:
         self.inner = OnnxBackend(config)
         self.det_gate = det_gate
         self.rec_gate = rec_gate
         self.rec_free_calls = rec_free_calls
+        self.det_free_calls = det_free_calls
         self.fail_next = fail_next
         self.rec_calls = 0
         self.det_calls = 0
@@ -110,8 +169,9 @@ class ControlledBackend:
             exc, self.fail_next = self.fail_next, None
             raise exc
         if model_id == "detection":
+            n = self.det_calls
             self.det_calls += 1
-            if self.det_gate is not None:
+            if self.det_gate is not None and n >= self.det_free_calls:
                 await self.det_gate.wait()
         elif model_id.startswith("recognition"):
             n = self.rec_calls
@@ -154,6 +214,15 @@ async def running_server(
         finally:
             stop.set()
             get_state(app).begin_shutdown()
+
+
+def quick(config: Config, **sections: dict) -> Config:
+    """:func:`fast`, with one ONNX Runtime thread (quick on a shared 2-core machine) and a
+    short shutdown grace (:func:`running_server` waits that long for idle connections
+    as it stops)."""
+    onnx = {"intra_op_threads": 1, **sections.pop("onnx_models", {})}
+    server = {"shutdown_grace_s": 1.0, **sections.pop("server", {})}
+    return fast(config, onnx_models=onnx, server=server, **sections)
 
 
 def fast(config: Config, **sections: dict) -> Config:

@@ -66,6 +66,10 @@ async def test_health_ready_and_models(config):
         assert isinstance(health["memory_usage_mb"], int) and health["memory_usage_mb"] > 10
         assert isinstance(health["uptime_seconds"], int) and health["uptime_seconds"] >= 0
         assert health["hailo_device"] is None and health["backend"] == "onnx"
+        server = config.server  # what clients size their work to (hailo-ocr read)
+        assert health["limits"] == {"max_in_flight": server.max_in_flight,
+                                    "ws_max_in_flight": server.ws_max_in_flight,
+                                    "max_body_bytes": server.max_body_bytes}
 
         r = await client.get("/health/ready")
         assert r.status_code == 200 and await r.get_json() == {"ready": True}

@@ -118,6 +118,7 @@ async def test_bad_messages_get_error_events_and_the_socket_stays_open(config):
                     event = json.loads(await ws.receive())
             assert event["id"] == want_id and event["code"] == code, (message[:40], event)
             assert event["error"] and "Traceback" not in event["error"]
+            assert "retry_after" not in event, "sending it again would not help"
         await ws.send(json.dumps({"id": "good", "image": b64(text_image(["HELLO"]))}))
         events = await receive_until_final(ws, "good")
         assert events[-1]["type"] == "done" and events[-1]["text"] == "HELLO"
@@ -137,6 +138,7 @@ async def test_in_flight_limit_per_socket(config):
                 if event["type"] == "error":
                     break
         assert event["id"] == 2 and event["code"] == "overloaded"
+        assert event["status"] == 429 and event["retry_after"] == 1  # REST's Retry-After
         gate.set()
         done = set()
         with trio.fail_after(30):
@@ -242,6 +244,7 @@ async def test_at_shutdown_a_socket_finishes_its_images_then_closes(config):
                     event = json.loads(await ws.get_message())
                     events.append((event["id"], event["type"]))
             assert event["code"] == "shutting_down"
+            assert event["status"] == 503 and event["retry_after"] == 5  # REST's Retry-After
             gate.set()
             with trio.fail_after(30):
                 while events[-1] != ("a", "done"):

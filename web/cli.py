@@ -1,4 +1,4 @@
-"""The ``hailo-ocr`` command: serve, extract, config, verify, models fetch.
+"""The ``hailo-ocr`` command: serve, extract, read, config, verify, models fetch.
 
 Precedence of settings: defaults < YAML file (``--config`` or ``$HAILO_OCR_CONFIG``) <
 ``HAILO_OCR_*`` environment < command-line flags.
@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the JSON response for each image (one per line)"
     )
     p.add_argument("--backend", choices=("onnx", "hailo"), help="inference backend (backend.type)")
+
+    from . import reader  # its own module: the client side of the service
+
+    reader.add_parser(sub)
 
     p = sub.add_parser(
         "config",
@@ -302,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .hef_fetch import run as run_fetch
 
             return run_fetch(args)
+        if args.command == "read":
+            from .reader import cmd_read
+
+            return cmd_read(args)
         return cmd_config(args)
     except ConfigError as exc:
         print(f"hailo-ocr: configuration error: {exc}", file=sys.stderr)

@@ -110,6 +110,17 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Live thread and Trio task counts (flat under steady load).",
                 "properties": {"threads": {"type": "integer"}, "tasks": {"type": "integer"}},
             },
+            "limits": {
+                "type": "object",
+                "description": "Admission limits (server.max_in_flight, "
+                "server.ws_max_in_flight, server.max_body_bytes), for clients that size "
+                "their work to the server.",
+                "properties": {
+                    "max_in_flight": {"type": "integer"},
+                    "ws_max_in_flight": {"type": "integer"},
+                    "max_body_bytes": {"type": "integer"},
+                },
+            },
         },
     },
     "Ready": {
@@ -321,6 +332,12 @@ _SCHEMAS: dict[str, Any] = {
                     "status": {
                         "type": "integer",
                         "description": "The HTTP status REST would answer.",
+                    },
+                    "retry_after": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Present when REST would send Retry-After (429, "
+                        "503): seconds to wait before sending the image again.",
                     },
                 },
             },

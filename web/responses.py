@@ -86,6 +86,13 @@ def event_json(event: Event, client_id: Any, info: BackendInfo) -> dict[str, Any
 
 
 def error_event(client_id: Any, exc: BaseException) -> dict[str, Any]:
+    """A websocket ``error`` event: what REST would answer, as fields. A websocket has no
+    response headers, so REST's ``Retry-After`` becomes ``retry_after`` (whole seconds),
+    present exactly when REST would send the header: the client may send that image
+    again after that long."""
     info = describe_and_log(exc)
-    return {"type": "error", "id": client_id, "error": info.message, "code": info.code,
-            "status": info.status}
+    event = {"type": "error", "id": client_id, "error": info.message, "code": info.code,
+             "status": info.status}
+    if "Retry-After" in info.headers:
+        event["retry_after"] = int(info.headers["Retry-After"])
+    return event

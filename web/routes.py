@@ -12,6 +12,7 @@ import trio
 from quart import Blueprint, current_app, request
 
 from actors.messages import OcrRequest
+from ocr.config import Config
 
 from .app import get_state
 from .cache_routes import extract_with_cache
@@ -55,6 +56,19 @@ async def health() -> dict[str, Any]:
         "requests_in_flight": service.statistics().requests_in_flight if service else 0,
         # For leak hunting (benchmarks/soak.py): both must stay flat under steady load.
         "debug": {"threads": threading.active_count(), "tasks": count_tasks()},
+        # For clients that size their work to the server (``hailo-ocr read``).
+        "limits": limits_json(state.config),
+    }
+
+
+def limits_json(config: Config) -> dict[str, int]:
+    """The admission limits a client can plan with; public like the rest of /health
+    (they say how much work is accepted, nothing about what was read)."""
+    server = config.server
+    return {
+        "max_in_flight": server.max_in_flight,
+        "ws_max_in_flight": server.ws_max_in_flight,
+        "max_body_bytes": server.max_body_bytes,
     }
 
 

@@ -55,6 +55,11 @@ def _error(client_id: Any, code: str, message: str, status: int = 400) -> dict[s
     return {"type": "error", "id": client_id, "error": message, "code": code, "status": status}
 
 
+#: How long a client over its socket's in-flight limit is asked to wait (an image of its
+#: own finishes in about that time).
+_SOCKET_FULL_RETRY_AFTER_S = 1
+
+
 async def _writer(
     outbox: trio.MemoryReceiveChannel[dict[str, Any]],
     send: Callable[[str], Awaitable[None]],
@@ -199,10 +204,11 @@ async def _read_messages(
                 client_id, "duplicate_id", "an image with this id is still in flight"))
             continue
         if len(work.ids) >= max_in_flight:
-            await outbox.send(_error(
+            await outbox.send({**_error(
                 client_id, "overloaded",
                 f"{len(work.ids)} images are in flight on this socket, the limit is "
-                f"{max_in_flight}; wait for a done or error event", 429))
+                f"{max_in_flight}; wait for a done or error event", 429),
+                "retry_after": _SOCKET_FULL_RETRY_AFTER_S})
             continue
         try:
             service = state.require_service()
