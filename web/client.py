@@ -152,7 +152,10 @@ async def fetch_limits(settings: ClientSettings) -> ServerLimits:
         req = urllib.request.Request(health_url(settings.url))
         if settings.token:
             req.add_header("Authorization", f"Bearer {settings.token}")
-        with urllib.request.urlopen(req, timeout=CONNECT_TIMEOUT_S) as resp:
+        # No proxy from the environment: the websocket goes straight to the URL, so the
+        # limits must come from the same place.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(req, timeout=CONNECT_TIMEOUT_S) as resp:
             return json.loads(resp.read())
 
     try:
@@ -455,8 +458,8 @@ class StreamClient:
                 self._on_event(conn, event)
 
     def _on_event(self, conn: _Connection, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        job = conn.in_flight.get(event.get("id"))  # type: ignore[arg-type]
+        kind, client_id = event.get("type"), event.get("id")
+        job = conn.in_flight.get(client_id) if isinstance(client_id, int) else None
         if job is None:  # not ours (an id-less error: nothing this client sends has one)
             return
         if kind == "line":
