@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import trio
 from quart import Blueprint, current_app, websocket
@@ -57,7 +57,7 @@ def _error(client_id: Any, code: str, message: str, status: int = 400) -> dict[s
 
 #: How long a client over its socket's in-flight limit is asked to wait (an image of its
 #: own finishes in about that time).
-_SOCKET_FULL_RETRY_AFTER_S = 1
+_SOCKET_FULL_RETRY_AFTER_S: Final = 1
 
 
 async def _writer(
