@@ -84,6 +84,11 @@ DISCONNECT_TIMEOUT_S: Final = 5.0
 #: Largest event accepted from the server (a done event for a page of 1000 lines is
 #: ~200 KB; trio-websocket's own default, 1 MiB, is too close).
 MAX_EVENT_BYTES: Final = 64 * 2**20
+#: Events buffered between trio-websocket's reader and ours, and bytes read from the
+#: socket at a time (its defaults, 1 and 4 KiB, take a wake-up per message and a dozen
+#: reads per ``done`` event: on a busy machine each wake-up waits for a core).
+EVENT_QUEUE: Final = 64
+RECEIVE_BUFFER_BYTES: Final = 256 * 1024
 #: Files above this size are read and base64-encoded in a worker thread.
 _THREAD_THRESHOLD: Final = 256 * 1024
 #: Rejected handshakes that no retry can fix: a wrong token, a wrong URL.
@@ -350,6 +355,7 @@ class StreamClient:
         try:
             async with open_websocket_url(
                 self._settings.ws_url, extra_headers=headers, max_message_size=MAX_EVENT_BYTES,
+                message_queue_size=EVENT_QUEUE, receive_buffer_size=RECEIVE_BUFFER_BYTES,
                 connect_timeout=CONNECT_TIMEOUT_S, disconnect_timeout=DISCONNECT_TIMEOUT_S,
             ) as ws:
                 self._connections += 1
