@@ -237,7 +237,9 @@ async def test_progress_on_a_pseudo_terminal(config, tmp_path):
 
 async def start_serve(tmp_path: Path, port: int, n: int) -> tuple[trio.Process, Path]:
     settings = {
-        "server": {"shutdown_grace_s": 10.0},
+        # No drain: during one the server serves as usual (the client may finish the whole
+        # folder there); this test is about what follows, the refusals and the close.
+        "server": {"shutdown_grace_s": 10.0, "drain_delay_s": 0.0},
         "ocr": {"det_limit_type": "max", "det_limit_side_len": 960},
         "onnx_models": {"intra_op_threads": 1},
     }
