@@ -61,8 +61,19 @@ class RecResult:
 class Region:
     text: str
     confidence: float
-    bbox: tuple[tuple[float, float], ...]  # 4 points, clockwise from top-left
+    #: 4 points in whole image pixels, clockwise from top-left (integers, as the original
+    #: service sent them: clients typed for integers fail on 17.0).
+    bbox: tuple[tuple[int, int], ...]
     type: str = "text"
+
+
+@attrs.frozen
+class Notice:
+    """Something the client should know about a result that still succeeded, e.g. that
+    its language was not loaded and the default was used (``language_fallback``)."""
+
+    code: str
+    message: str
 
 
 @attrs.frozen
@@ -75,12 +86,17 @@ class Timings:
 
 @attrs.frozen
 class OcrResult:
+    #: Every region's text in reading order, joined by single spaces (the original's).
     text: str
     regions: tuple[Region, ...]
+    #: The language used first, then any other script found in the text.
     languages_detected: tuple[str, ...]
     language: str  # the recognition model's language used
     timings: Timings
     image_size: tuple[int, int]  # (width, height)
+    #: The text line by line, in reading order (a line's regions joined by spaces).
+    lines: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()
 
 
 @attrs.frozen
@@ -98,7 +114,7 @@ class Accepted:
 @attrs.frozen
 class Detected:
     id: str | None
-    bboxes: tuple[tuple[tuple[float, float], ...], ...]
+    bboxes: tuple[tuple[tuple[int, int], ...], ...]
 
 
 @attrs.frozen

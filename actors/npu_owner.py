@@ -55,6 +55,7 @@ class DeviceStatistics:
     last_fault: str | None
     info: BackendInfo | None = attrs.field(repr=False)
     jobs_refused: int = 0  # answered with DeviceFault while the device was restarting
+    loads: int = 0  # backends loaded successfully: the first load, then each reload
 
 
 class DeviceBoard:
@@ -73,10 +74,12 @@ class DeviceBoard:
         self.jobs_in_flight = 0
         self.busy_seconds = 0.0
         self.restarts = 0
+        self.loads = 0
         self.last_fault: str | None = None
 
     # -- owner side
     def _set_ready(self, info: BackendInfo) -> None:
+        self.loads += 1
         self._info = info
         self._ready, self._reason = True, None
         self._ready_event.set()
@@ -108,7 +111,7 @@ class DeviceBoard:
             jobs_failed=self.jobs_failed, jobs_skipped=self.jobs_skipped,
             jobs_in_flight=self.jobs_in_flight, busy_seconds=self.busy_seconds,
             restarts=self.restarts, last_fault=self.last_fault, info=self._info,
-            jobs_refused=self.jobs_refused,
+            jobs_refused=self.jobs_refused, loads=self.loads,
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import attrs
 import numpy as np
@@ -22,7 +21,7 @@ from ocr.classify import pack_cls, upside_down
 from ocr.config import Config
 from ocr.crop import crop_quad, rotate_180
 from ocr.dbpost import DbParams, db_boxes
-from ocr.decode import decode_image
+from ocr.decode import decode_image, limit_dimension
 from ocr.detection import (
     DynamicDetParams,
     prepare_dynamic,
@@ -31,7 +30,7 @@ from ocr.detection import (
     to_nhwc_rgb_uint8,
 )
 from ocr.geometry import DetTransform
-from ocr.order import join_text, reading_order
+from ocr.order import line_texts, reading_order
 from ocr.recognition import group_widths, join_pieces, resize_for_rec, split_wide_crop
 from ocr.tiling import (
     TilePlan,
@@ -48,6 +47,7 @@ from .messages import (
     Detected,
     Done,
     LineRecognised,
+    Notice,
     OcrRequest,
     OcrResult,
     RecResult,
@@ -63,6 +63,9 @@ class PipelineSettings:
     """The per-request knobs, taken from the configuration once at start-up."""
 
     max_pixels: int
+    #: Largest image side, pixels (processing.max_image_size); larger images are read
+    #: scaled down to it. 0 = no limit.
+    max_side: int
     det: DynamicDetParams
     db: DbParams
     rec_threshold: float
@@ -76,6 +79,7 @@ class PipelineSettings:
         o = config.ocr
         return cls(
             max_pixels=config.processing.max_image_pixels,
+            max_side=config.processing.max_image_size,
             det=DynamicDetParams(
                 limit_side_len=o.det_limit_side_len, limit_type=o.det_limit_type,
                 max_side_len=o.det_max_side_len, max_pixels=o.det_max_pixels,
@@ -179,19 +183,27 @@ def _rec_inputs(
     return pieces, owners, None
 
 
-def _bbox(quad: np.ndarray) -> tuple[tuple[float, float], ...]:
-    return tuple((round(float(x), 1), round(float(y), 1)) for x, y in quad)
+def _decode(data: bytes, s: PipelineSettings) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image to read (within ``max_side``) and the image's own (width, height)."""
+    img = decode_image(data, max_pixels=s.max_pixels)
+    height, width = img.shape[:2]
+    return limit_dimension(img, s.max_side), (width, height)
 
 
-def detect_languages(texts: Sequence[str]) -> tuple[str, ...]:
-    """Which scripts the text is in: ``zh`` for CJK ideographs, ``en`` for Latin letters."""
+def _bbox(quad: np.ndarray) -> tuple[tuple[int, int], ...]:
+    return tuple((round(float(x)), round(float(y))) for x, y in quad)
+
+
+def detect_languages(language: str, texts: Sequence[str]) -> tuple[str, ...]:
+    """The language the text was read in, then any other script found in it: ``zh`` for
+    CJK ideographs, ``en`` for Latin letters (the original answered ``[language used]``)."""
     found = []
     joined = "".join(texts)
     if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in joined):
         found.append("zh")
     if any(ch.isascii() and ch.isalpha() for ch in joined):
         found.append("en")
-    return tuple(found)
+    return (language, *(lang for lang in found if lang != language))
 
 
 async def _emit(events: trio.MemorySendChannel | None, event: object) -> None:
@@ -230,27 +242,27 @@ class Orchestrator:
         self._det_stage = trio.CapacityLimiter(max(1, info.max_jobs_in_flight))
 
     async def run(
-        self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None
+        self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None,
+        warnings: tuple[Notice, ...] = (),
     ) -> OcrResult:
+        """Read one image in ``language``; ``warnings`` are passed on in the result."""
         s, info = self._s, self._info
         rid = request.id
         t0 = time.perf_counter()
         await _emit(events, Accepted(rid))
 
         async with self._image_stage:  # decode_ms includes the wait for a slot
-            img = await trio.to_thread.run_sync(
-                partial(decode_image, request.image, max_pixels=s.max_pixels)
-            )
+            img, (width, height) = await trio.to_thread.run_sync(_decode, request.image, s)
             t_decoded = time.perf_counter()
-            height, width = img.shape[:2]
+            read_height, read_width = img.shape[:2]
 
             det_spec = info.model("detection")
             plan = None
             if det_spec.policy == "fixed" and det_spec.height and det_spec.width:
                 # A tall receipt letterboxed whole into a landscape model loses its text:
                 # such images go through in overlapping tiles (ocr/tiling.py).
-                plan = plan_tiles(height, width, det_spec.height, det_spec.width, s.det,
-                                  s.tiling)
+                plan = plan_tiles(read_height, read_width, det_spec.height, det_spec.width,
+                                  s.det, s.tiling)
             if plan is not None and plan.tiled:
                 quads, crops = await self._detect_tiles(img, det_spec, plan)
             else:
@@ -268,6 +280,8 @@ class Orchestrator:
             # MB for a receipt; drop them now, not when recognition ends, or every request
             # waiting in the batcher keeps them (benchmarks/RESULTS.md, peak RSS).
             del img
+        if (read_width, read_height) != (width, height):  # read scaled down: map back
+            quads = quads * np.array([width / read_width, height / read_height], np.float32)
         t_detected = time.perf_counter()
         await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
 
@@ -292,7 +306,7 @@ class Orchestrator:
         ]
         order = reading_order(kept_quads)
         ordered = [regions[i] for line in order for i in line]
-        text = join_text([r.text for r in regions], order)
+        lines = line_texts([r.text for r in regions], order)
         timings = Timings(
             decode_ms=round((t_decoded - t0) * 1000, 2),
             detection_ms=round((t_detected - t_decoded) * 1000, 2),
@@ -300,9 +314,10 @@ class Orchestrator:
             total_ms=round((t_done - t0) * 1000, 2),
         )
         result = OcrResult(
-            text=text, regions=tuple(ordered),
-            languages_detected=detect_languages([r.text for r in ordered]),
+            text=" ".join(lines), regions=tuple(ordered),
+            languages_detected=detect_languages(language, [r.text for r in ordered]),
             language=language, timings=timings, image_size=(width, height),
+            lines=tuple(lines), warnings=warnings,
         )
         await _emit(events, Done(rid, result))
         return result

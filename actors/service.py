@@ -18,10 +18,11 @@ import trio
 
 from npu.backend import Backend, BackendInfo
 from ocr.config import Config
+from ocr.languages import choose_language, normalise_language, quote_codes
 
 from .batcher import Batcher, BatcherStatistics, refuse_submissions
 from .errors import NotReady, Overloaded, RequestTimeout, ShuttingDown, UnsupportedLanguage
-from .messages import Event, Failed, InferJob, OcrRequest, OcrResult, RecSubmission
+from .messages import Event, Failed, InferJob, Notice, OcrRequest, OcrResult, RecSubmission
 from .npu_owner import (
     DeviceBoard,
     DeviceClient,
@@ -119,18 +120,32 @@ class OcrService:
         await self._idle.wait()
 
     # -- requests --------------------------------------------------------------------
-    def pick_language(self, languages: tuple[str, ...]) -> str:
+    def pick_language(self, languages: tuple[str, ...]) -> tuple[str, tuple[Notice, ...]]:
+        """The loaded language to read a request in (the first one asked for that is
+        loaded, aliases such as ``zh-CN`` included), and the warnings to return with it.
+        Languages not loaded fall back to the default with a ``language_fallback``
+        warning, or with ``ocr.unknown_language: reject`` are refused (422)."""
         supported = self.languages
-        if not languages:
-            default = self.config.ocr.default_language
-            return default if default in supported else supported[0]
-        for lang in languages:
-            if lang not in supported:
+        if self.config.ocr.unknown_language == "reject":
+            unknown = [c for c in languages if normalise_language(c) not in supported]
+            if unknown:
                 raise UnsupportedLanguage(
-                    f"language {lang!r} is not supported; supported: {', '.join(supported)}",
+                    f"language {quote_codes(unknown)} is not supported; supported: "
+                    f"{', '.join(supported)}",
                     supported,
                 )
-        return languages[0]
+        default = self.config.ocr.default_language
+        choice = choose_language(
+            languages, supported, default if default in supported else supported[0]
+        )
+        if not choice.unsupported:
+            return choice.language, ()
+        named = quote_codes(choice.unsupported)
+        return choice.language, (Notice(
+            "language_fallback",
+            f"language {named} is not supported; the image was read as "
+            f"{choice.language!r} (supported: {', '.join(supported)})",
+        ),)
 
     def _admit(self) -> None:
         if self._closing:
@@ -164,14 +179,14 @@ class OcrService:
     ) -> OcrResult:
         """Run one request to its result, raising its error. With ``events`` the
         progress events are sent there as well."""
-        language = self.pick_language(request.languages)
+        language, warnings = self.pick_language(request.languages)
         self._admit()
         self._in_flight += 1
         self._admitted += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         try:
             with trio.fail_after(self.config.server.request_timeout_s):
-                result = await self._orchestrator.run(request, language, events)
+                result = await self._orchestrator.run(request, language, events, warnings)
             for observe in self._result_observers:
                 try:
                     observe(result)

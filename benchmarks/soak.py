@@ -178,12 +178,12 @@ def _valid_request(rng: random.Random, images: dict[str, bytes]) -> tuple[str, b
 
 def _check_valid(t: Tally, key: str, status: int, raw: bytes) -> None:
     if status == 200:
-        text = json.loads(raw).get("text", "")
-        if text.split("\n") == key.split(" "):
+        lines = json.loads(raw).get("lines", [])
+        if lines == key.split(" "):
             t.valid_ok += 1
         else:
             t.valid_wrong += 1
-            t.problem(f"valid {key!r} read as {text!r}")
+            t.problem(f"valid {key!r} read as {lines!r}")
     elif status == 429:
         t.valid_overloaded += 1
     elif status >= 500:
@@ -293,7 +293,7 @@ async def ws_client(n: int, ws_url: str, gate: Gate, t: Tally, seed: int) -> Non
                 status = 200 if event["type"] == "done" else int(event.get("status", 400))
                 t.statuses[status] += 1
                 if valid:
-                    raw = json.dumps({"text": event.get("text", "")}).encode()
+                    raw = json.dumps({"lines": event.get("lines", [])}).encode()
                     _check_valid(t, key, status, raw if status == 200 else
                                  json.dumps(event).encode())
                 elif event["type"] == "error" and 400 <= status < 500:

@@ -3,24 +3,33 @@
 Every key has a default, so an empty file (or none) is a working configuration: the
 embedded CPU backend with English and Chinese. Unknown keys are rejected with a message
 naming them and the keys that are allowed, because a misspelt key that is silently
-ignored is the most expensive kind of configuration bug on a headless box.
+ignored is the most expensive kind of configuration bug on a headless box. The one
+exception is the original hailo-ocr's own keys, so its configuration file (YAML, or the
+JSON its installer rendered) loads unchanged: :mod:`ocr.legacy_config` reads them as the
+original meant them, or ignores them with one WARNING each.
 
-Precedence: defaults < YAML file < ``HAILO_OCR_*`` environment variables < CLI flags.
+Precedence: defaults < file < ``HAILO_OCR_*`` environment variables < CLI flags.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import yaml
 
 from .errors import OcrInputError
+from .languages import normalise_language, normalise_languages
+from .legacy_config import translate
 from .tiling import TilingParams
+
+log = logging.getLogger("hailo_ocr.config")
 
 
 class ConfigError(OcrInputError):
@@ -61,8 +70,14 @@ class ServerConfig:
 
 @attrs.frozen
 class OcrConfig:
+    #: Languages loaded (aliases such as ch_sim or en-US are read as en / zh). When
+    #: default_language is not set, the first is the default, as in the original service.
     languages: tuple[str, ...] = ("en", "zh")
     default_language: str = "en"
+    #: A request asking only for languages not loaded: "fallback" reads it in the default
+    #: language and says so in the response's warnings (the original's behaviour);
+    #: "reject" answers 422 unsupported_language.
+    unknown_language: str = "fallback"
     #: DB pixel threshold: probability above which a pixel counts as text.
     det_threshold: float = 0.3
     #: DB box threshold: mean probability a box needs to be kept.
@@ -143,7 +158,8 @@ class HailoModelsConfig:
     )
     batch_size_rec: int = 8
     batch_size_det: int = 1
-    #: Physical device id (e.g. "0000:01:00.0"); None = the first one.
+    #: HailoRT device id (a PCIe address, e.g. "0000:01:00.0"); None = the Hailo device
+    #: HailoRT finds. A device node (/dev/hailo0) is read as None (ocr/legacy_config.py).
     device: str | None = None
     #: VDevice group id: processes with the same id share the NPU through its scheduler.
     group_id: str = "SHARED"
@@ -155,8 +171,12 @@ class HailoModelsConfig:
 
 @attrs.frozen
 class ProcessingConfig:
-    #: Largest encoded image accepted, bytes.
-    max_image_size: int = 20 * 1024 * 1024
+    #: Largest image dimension, pixels, as the original service meant it: a larger image
+    #: is scaled down to it (aspect kept) before detection; boxes are still given in the
+    #: image's own pixels. 0 = no limit.
+    max_image_size: int = 0
+    #: Largest encoded image accepted, bytes (413 beyond).
+    max_image_bytes: int = 20 * 1024 * 1024
     #: Largest decoded image accepted, pixels (checked from the header, before decoding).
     max_image_pixels: int = 40_000_000
 
@@ -209,6 +229,8 @@ class Config:
             problems.append(
                 f"ocr.default_language {self.ocr.default_language!r} is not in ocr.languages"
             )
+        if self.ocr.unknown_language not in ("fallback", "reject"):
+            problems.append("ocr.unknown_language must be 'fallback' or 'reject'")
         if self.batching.policy not in ("adaptive", "window"):
             problems.append("batching.policy must be 'adaptive' or 'window'")
         t = self.tiling
@@ -227,6 +249,7 @@ class Config:
             ("batching.max_queued_crops", self.batching.max_queued_crops),
             ("batching.max_batches_in_flight", self.batching.max_batches_in_flight),
             ("processing.max_image_pixels", self.processing.max_image_pixels),
+            ("processing.max_image_bytes", self.processing.max_image_bytes),
         ):
             if value < 1:
                 problems.append(f"{name} must be at least 1")
@@ -234,6 +257,8 @@ class Config:
             problems.append("server.drain_delay_s must be 0 (no drain) or more")
         if self.server.read_timeout_s <= 0:
             problems.append("server.read_timeout_s must be more than 0")
+        if self.processing.max_image_size != 0 and self.processing.max_image_size < 64:
+            problems.append("processing.max_image_size must be 0 (no limit) or at least 64")
         if self.ocr.det_max_pixels < 0:
             problems.append("ocr.det_max_pixels must be 0 (no bound) or more")
         if self.ocr.det_limit_type not in ("min", "max"):
@@ -327,31 +352,65 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
+#: Where the original hailo-ocr's systemd unit points it to its (JSON) configuration.
+LEGACY_PATH_ENV: Final = "OCR_CONFIG_PATH"
+
+
+def config_path(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> str | None:
+    """The file to read: ``path`` (``--config``), else ``$HAILO_OCR_CONFIG``, else the
+    original service's ``$OCR_CONFIG_PATH``; None = defaults only."""
+    return str(path or env.get("HAILO_OCR_CONFIG") or env.get(LEGACY_PATH_ENV) or "") or None
+
+
+def _read_file(p: Path) -> dict[str, Any]:
+    """A YAML file, or the JSON the original's installer rendered (``*.json``)."""
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        loaded = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except ValueError as exc:
+        raise ConfigError(f"config file {p} is not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections")
+    return dict(loaded or {})
+
+
+def _settle_languages(config: Config, default_given: bool) -> Config:
+    """Language aliases read as the loaded models' codes (``ch_sim`` -> ``zh``); without
+    an explicit ``ocr.default_language`` the first language is the default."""
+    ocr = config.ocr
+    languages = normalise_languages(ocr.languages)
+    if default_given:
+        default = normalise_language(ocr.default_language)
+    else:
+        default = languages[0] if languages else ocr.default_language
+    return attrs.evolve(
+        config, ocr=attrs.evolve(ocr, languages=languages, default_language=default)
+    )
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
-    """Defaults, then the YAML file (``path`` or ``$HAILO_OCR_CONFIG``), then the
-    ``HAILO_OCR_*`` environment, then ``overrides`` (CLI flags), validated."""
+    """Defaults, then the file (``path``, ``$HAILO_OCR_CONFIG`` or ``$OCR_CONFIG_PATH``),
+    then the ``HAILO_OCR_*`` environment, then ``overrides`` (CLI flags), validated.
+
+    The original hailo-ocr's keys are read as it meant them (:mod:`ocr.legacy_config`);
+    each one ignored is logged as one WARNING naming it."""
     env = os.environ if env is None else env
-    path = path or env.get("HAILO_OCR_CONFIG") or None
+    path = config_path(path, env)
     data: dict[str, Any] = {}
     base_dir = None
     if path:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections")
-        data = dict(loaded or {})
+        data = _read_file(p)
         base_dir = str(p.resolve().parent)
     for name, (section, key) in ENV_OVERRIDES.items():
         value = env.get(f"HAILO_OCR_{name}")
@@ -362,7 +421,17 @@ def load_config(
             data[section] = {**data[section], key: value}
     for section, values in (overrides or {}).items():
         data[section] = {**(data.get(section) or {}), **values}
-    config = _build(Config, data, "")
+    translation = translate(
+        data, default_search_paths=HailoModelsConfig().search_paths
+    )
+    for line in translation.warnings:
+        log.warning("%s", line)
+    for line in translation.notes:
+        log.info("%s", line)
+    data = translation.data
+    ocr_data = data.get("ocr")
+    default_given = isinstance(ocr_data, Mapping) and "default_language" in ocr_data
+    config = _settle_languages(_build(Config, data, ""), default_given)
     return attrs.evolve(config, base_dir=base_dir).validate()
 
 

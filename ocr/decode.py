@@ -116,6 +116,22 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             raise ImageDecodeError("the image data is corrupt or truncated") from exc
 
 
+def limit_dimension(img: np.ndarray, max_side: int) -> np.ndarray:
+    """``img`` scaled down (aspect kept) so neither side exceeds ``max_side`` pixels;
+    ``img`` itself when it already fits or ``max_side`` is 0.
+
+    ``processing.max_image_size``: the original service letterboxed every image into its
+    detector's input and never refused a large one, so a large image is read smaller,
+    not refused; the caller maps what it finds back to the image's own pixels."""
+    height, width = img.shape[:2]
+    longest = max(height, width)
+    if max_side <= 0 or longest <= max_side:
+        return img
+    scale = max_side / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
 def _exif_transpose(img: Image.Image) -> Image.Image:
     try:
         transposed = ImageOps.exif_transpose(img)

@@ -1,6 +1,5 @@
 """Reading order: regions grouped into lines by vertical overlap, lines top to bottom,
-regions in a line left to right. ``text`` joins a line's regions with spaces and the
-lines with newlines.
+regions in a line left to right. A line's text joins its regions with spaces.
 """
 
 from __future__ import annotations
@@ -41,6 +40,8 @@ def reading_order(quads: Sequence[np.ndarray], min_overlap: float = 0.5) -> list
     return [sorted(members, key=lambda j: lefts[j]) for _, _, members in lines]
 
 
-def join_text(texts: Sequence[str], lines: Sequence[Sequence[int]]) -> str:
-    """All regions' text in reading order: spaces within a line, newlines between lines."""
-    return "\n".join(" ".join(texts[i] for i in line if texts[i]) for line in lines).strip("\n")
+def line_texts(texts: Sequence[str], lines: Sequence[Sequence[int]]) -> list[str]:
+    """The text of each line in reading order, its regions joined by spaces; lines with
+    no text are left out."""
+    joined = (" ".join(texts[i] for i in line if texts[i]) for line in lines)
+    return [line for line in joined if line]

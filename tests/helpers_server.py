@@ -188,6 +188,20 @@ def backend_factory(backend: ControlledBackend) -> Callable[[], ControlledBacken
     return lambda: backend
 
 
+def fails_once(config: Config, fault: BaseException) -> Callable[[], object]:
+    """A backend factory: the first backend raises ``fault`` on its first call; the ones
+    made after it (the reload) are plain ONNX backends."""
+    made: list[object] = []
+
+    def make_backend():
+        made.append(None)
+        if len(made) == 1:
+            return ControlledBackend(config, fail_next=fault)
+        return OnnxBackend(config)
+
+    return make_backend
+
+
 @attrs.frozen
 class RunningServer:
     url: str

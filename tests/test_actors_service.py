@@ -54,7 +54,7 @@ def request(ids, rid=None):
 
 async def lines(svc, ids) -> list[str]:
     result = await svc.extract(request(ids))
-    return result.text.split("\n") if result.text else []
+    return list(result.lines)
 
 
 async def wait_until(predicate, within: float = 5.0) -> None:
@@ -109,7 +109,7 @@ async def test_stream_emits_progress_then_done(cfg):
     assert all(isinstance(e, LineRecognised) for e in line_events)
     assert sorted(e.index for e in line_events) == [0, 1, 2, 3]
     assert sorted(e.region.text for e in line_events) == expected(ids)
-    assert isinstance(events[-1], Done) and events[-1].result.text.split("\n") == expected(ids)
+    assert isinstance(events[-1], Done) and list(events[-1].result.lines) == expected(ids)
     assert all(e.id == "r1" for e in events)
 
 
@@ -149,7 +149,7 @@ async def test_a_failing_request_does_not_affect_the_others(cfg):
 
         async def client(name, req):
             try:
-                outcomes[name] = (await svc.extract(req)).text.split("\n")
+                outcomes[name] = list((await svc.extract(req)).lines)
             except Exception as exc:
                 outcomes[name] = exc
 

@@ -223,7 +223,7 @@ def test_page_reads_an_image_like_the_api(server, image_path):
         finally:
             browser.close()
 
-    assert shown_text == expected["text"]
+    assert shown_text == "\n".join(expected["lines"])  # line by line, not `text`
     assert sorted(line_texts) == sorted(r["text"] for r in expected["regions"])
     assert boxes >= len(expected["regions"])
     assert "total" in timings and "detection" in timings

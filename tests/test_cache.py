@@ -124,12 +124,13 @@ def test_estimated_size_grows_with_the_result():
         regions = tuple(
             Region(f"line {i} " * 10, 0.9, ((0, 0), (1, 0), (1, 1), (0, 1))) for i in range(n)
         )
-        return OcrResult("\n".join(r.text for r in regions), regions, ("en",), "en",
-                         Timings(), (100, 100))
+        texts = tuple(r.text for r in regions)
+        return OcrResult(" ".join(texts), regions, ("en",), "en", Timings(), (100, 100),
+                         lines=texts)
 
     small, large = estimate_size(result(1)), estimate_size(result(50))
     assert large > small * 10
-    assert large > len(result(50).text) * 2  # text is counted twice (lines and full text)
+    assert large > len(result(50).text) * 2  # regions, lines and full text
 
 
 # -- through the app -----------------------------------------------------------------------
@@ -172,7 +173,8 @@ async def test_repeated_image_is_served_from_the_cache(config, image):
 
 
 async def test_errors_are_not_cached(config, image):
-    app = create_app(fast(with_changes(config, cache={"enabled": True})))
+    app = create_app(fast(with_changes(
+        config, cache={"enabled": True}, ocr={"unknown_language": "reject"})))
     async with app.test_app() as test_app:
         client = test_app.test_client()
         for _ in range(2):

@@ -131,10 +131,18 @@ def test_extract_reports_bad_files_and_exits_1(tmp_path, capsys, fast_cfg):
     assert "missing.png" in captured.err and "invalid_image" in captured.err
 
 
-def test_extract_unknown_language_fails_cleanly(tmp_path, capsys, fast_cfg):
+def test_extract_unknown_language_falls_back_with_a_warning_or_fails_cleanly(
+    tmp_path, capsys, fast_cfg
+):
     a = tmp_path / "a.png"
     a.write_bytes(text_image(["HELLO"]))
-    assert main(["extract", str(a), "--lang", "fr", "--config", fast_cfg]) == 1
+    assert main(["extract", str(a), "--lang", "fr", "--config", fast_cfg]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "HELLO\n"
+    assert "'fr'" in captured.err and "language_fallback" in captured.err
+    reject = tmp_path / "reject.yaml"
+    reject.write_text(Path(fast_cfg).read_text() + "  unknown_language: reject\n")
+    assert main(["extract", str(a), "--lang", "fr", "--config", str(reject)]) == 1
     assert "unsupported_language" in capsys.readouterr().err
 
 

@@ -90,8 +90,8 @@ async def test_two_hundred_regions(service):
     recall = sum((truth & found).values()) / sum(truth.values())
     assert 190 <= len(result.regions) <= 210
     assert recall >= 0.95
-    # reading order: the text has one line per grid row, words in row order
-    text_lines = result.text.split("\n")
+    # reading order: one line per grid row, words in row order
+    text_lines = list(result.lines)
     assert len(text_lines) == len(sample.lines)
     agree = sum(a == b for a, b in zip(text_lines, sample.lines, strict=True))
     assert agree >= 0.8 * len(sample.lines)

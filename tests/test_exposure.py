@@ -49,7 +49,7 @@ async def test_file_urls_cannot_escape_the_root(config, tmp_path):
     ]
     bad_url = ["file:relative.png", f"file://{root}/sub/ok.png%00.txt", "file://evil.example/x"]
     cfg = fast(config, server={"file_root": str(linked_root)},
-               processing={"max_image_size": 100_000})
+               processing={"max_image_bytes": 100_000})
     app = create_app(cfg)
     async with app.test_app() as test_app:
         client = test_app.test_client()
@@ -87,7 +87,7 @@ def _protected_routes(app) -> list[tuple[str, str]]:
     return out
 
 
-async def test_the_token_protects_every_route_but_health(config):
+async def test_the_token_protects_every_route_but_the_probes(config):
     cfg = fast(config, server={"auth_token": "t0ken-Long-enough"})
     app = create_app(cfg)
     routes = _protected_routes(app)
@@ -96,6 +96,7 @@ async def test_the_token_protects_every_route_but_health(config):
     async with app.test_app() as test_app:
         client = test_app.test_client()
         assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 200  # probes send no token
         for method, path in routes:
             if path == "/v1/ocr/stream":
                 continue  # a websocket route: see test_web_ws.py

@@ -64,7 +64,7 @@ async def _fault_round(cfg, arm, want: dict[int, set[str]], deadline_s: float) -
     async with running_server(cfg, device.factory()) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             warm = await http.post("/v1/ocr/extract", json=body([1, 2]))
-            assert warm.status_code == 200 and warm.json()["text"] == "1\n2"
+            assert warm.status_code == 200 and warm.json()["lines"] == ["1", "2"]
             watch = ReadyWatch(http)
             answers: dict[int, tuple[int, bytes, dict, float]] = {}
             arm(device)
@@ -100,7 +100,7 @@ async def _fault_round(cfg, arm, want: dict[int, set[str]], deadline_s: float) -
         if status == 503:
             assert int(headers["retry-after"]) >= 1
     assert watch.states[:1] == [True] and False in watch.states and watch.states[-1] is True
-    assert after.status_code == 200 and after.json()["text"] == "7\n8\n9"
+    assert after.status_code == 200 and after.json()["lines"] == ["7", "8", "9"]
     assert health["status"] == "ok"
     assert stats.device.restarts >= 1 and stats.requests_in_flight == 0
     assert device.open_backends == 0  # every backend the owner made was closed

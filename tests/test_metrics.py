@@ -43,7 +43,8 @@ async def scrape(client) -> dict:
 
 def _result(n: int = 2) -> OcrResult:
     regions = tuple(Region("x", 0.9, ((0, 0), (1, 0), (1, 1), (0, 1))) for _ in range(n))
-    return OcrResult("x\nx", regions, ("en",), "en", Timings(2.0, 30.0, 40.0, 75.0), (10, 10))
+    return OcrResult("x x", regions, ("en",), "en", Timings(2.0, 30.0, 40.0, 75.0), (10, 10),
+                     lines=("x", "x"))
 
 
 # -- units ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ocr.classify import CLS_HEIGHT, CLS_WIDTH, pack_cls, upside_down
-from ocr.order import join_text, reading_order
+from ocr.order import line_texts, reading_order
 from ocr.recognition import (
     BLANK,
     batch_width,
@@ -188,7 +188,7 @@ def test_reading_order_lines_top_to_bottom_left_to_right():
     order = reading_order(boxes)
     assert order == [[2, 4, 0], [1, 3]]
     texts = ["c", "d", "a", "e", "b"]
-    assert join_text(texts, order) == "a b c\nd e"
+    assert line_texts(texts, order) == ["a b c", "d e"]
 
 
 def test_reading_order_needs_enough_vertical_overlap():
@@ -198,7 +198,8 @@ def test_reading_order_needs_enough_vertical_overlap():
     assert reading_order([_box(0, 0, 100, 30), _box(200, 10, 300, 40)]) == [[0, 1]]
 
 
-def test_reading_order_empty_and_join_skips_empty_texts():
+def test_reading_order_empty_and_line_texts_skip_empty_texts():
     assert reading_order([]) == []
-    assert join_text([], []) == ""
-    assert join_text(["a", "", "b"], [[0, 1], [2]]) == "a\nb"
+    assert line_texts([], []) == []
+    assert line_texts(["a", "", "b"], [[0, 1], [2]]) == ["a", "b"]
+    assert line_texts(["", "b"], [[0], [1]]) == ["b"]

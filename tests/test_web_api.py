@@ -17,6 +17,7 @@ from helpers_server import (
     ControlledBackend,
     b64,
     data_uri,
+    fails_once,
     fast,
     gif_image,
     text_image,
@@ -26,7 +27,6 @@ from helpers_server import (
 from werkzeug.datastructures import FileStorage
 
 from npu.errors import DeviceFault
-from npu.onnx_backend import OnnxBackend
 from web.app import create_app, get_state
 
 LEAKS = ("Traceback", "/work/", "/root/", "/tmp/", "site-packages", 'File "')
@@ -95,8 +95,9 @@ async def test_extract_response_shape_matches_the_spec(config):
         assert r.status_code == 200
         body = await r.get_json()
     assert body["success"] is True
-    assert words_of(body["text"]) == ["HELLO", "WORLD", "TOTAL", "AMOUNT"]
-    assert body["text"].split("\n") == lines
+    assert body["text"] == "HELLO WORLD TOTAL AMOUNT"  # regions joined by spaces
+    assert body["lines"] == lines
+    assert body["warnings"] == []
     assert len(body["regions"]) == 2
     for region in body["regions"]:
         assert set(region) >= {"text", "confidence", "bbox", "type"}
@@ -104,6 +105,7 @@ async def test_extract_response_shape_matches_the_spec(config):
         assert 0.5 <= region["confidence"] <= 1.0
         assert len(region["bbox"]) == 4
         assert all(isinstance(p, list) and len(p) == 2 for p in region["bbox"])
+        assert all(type(v) is int for p in region["bbox"] for v in p), region["bbox"]
         (x0, y0), (x1, y1), (x2, y2), (x3, y3) = region["bbox"]
         assert x1 > x0 and y2 > y1 and x2 > x3 and y3 > y0  # clockwise from top-left
     # Reading order: the first line is above the second.
@@ -222,8 +224,8 @@ async def test_english_and_chinese_real_images(config, devdata):
         assert body["statistics"]["total_regions"] >= 10
 
 
-async def test_unknown_language_is_422_naming_the_supported_ones(config):
-    async with client_for(fast(config)) as (client, _):
+async def test_unknown_language_rejected_is_422_naming_the_supported_ones(config):
+    async with client_for(fast(config, ocr={"unknown_language": "reject"})) as (client, _):
         r = await post_json(client, {"image": data_uri(text_image(["HELLO"])), "languages": ["fr"]})
         body = await assert_error(r, 422, "unsupported_language")
         assert "'fr'" in body["error"] and "en" in body["error"] and "zh" in body["error"]
@@ -279,20 +281,22 @@ async def test_bad_input_gets_the_right_4xx(config):
             "invalid_base64",
         ),
         (
-            "data uri not base64",
+            "data uri without ;base64, not an image either way",
             dict(json={"image": "data:image/png,abc"}),
             400,
-            "invalid_data_uri",
+            "invalid_image",
         ),
+        ("data uri without comma", dict(json={"image": "data:image/png;base64"}), 400,
+         "invalid_data_uri"),
         ("not an image", dict(json={"image": b64(os.urandom(300))}), 400, "invalid_image"),
         ("truncated png", dict(json={"image": b64(png[: len(png) // 2])}), 400, "invalid_image"),
         ("http url", dict(json={"image": "http://example.com/a.png"}), 400, "unsupported_url"),
         ("gif", dict(json={"image": b64(gif)}), 415, "unsupported_media_type"),
         (
-            "data uri text",
+            "data uri of text (the bytes decide, not the declared type)",
             dict(json={"image": "data:text/plain;base64,aGVsbG8="}),
-            415,
-            "unsupported_media_type",
+            400,
+            "invalid_image",
         ),
         (
             "data uri gif",
@@ -351,7 +355,7 @@ async def test_size_limits_are_413(config):
     cfg = fast(
         config,
         server={"max_body_bytes": 300_000},
-        processing={"max_image_size": 100_000, "max_image_pixels": 2_000_000},
+        processing={"max_image_bytes": 100_000, "max_image_pixels": 2_000_000},
     )
     async with client_for(cfg) as (client, _):
         r = await post_json(client, {"image": b64(os.urandom(250_000))})
@@ -375,13 +379,13 @@ async def test_size_limits_are_413(config):
         assert "400000000" in body["error"]
 
 
-async def test_bearer_token_protects_everything_but_health(config):
+async def test_bearer_token_protects_everything_but_the_probes(config):
     cfg = fast(config, server={"auth_token": "s3cret-token"})
     good = {"Authorization": "Bearer s3cret-token"}
     async with client_for(cfg) as (client, _):
         for path in ("/health", "/health/ready"):  # probes: public (load balancers, systemd)
             assert (await client.get(path)).status_code == 200
-        for path in ("/models", "/openapi.json"):
+        for path in ("/models", "/openapi.json", "/cache/stats"):
             r = await client.get(path)
             await assert_error(r, 401, "unauthorized")
             assert r.headers["WWW-Authenticate"].startswith("Bearer")
@@ -433,14 +437,7 @@ async def test_request_timeout_is_504(config):
 
 async def test_device_fault_is_503_then_the_device_recovers(config):
     cfg = fast(config, backend={"restart_backoff_s": 0.05})
-    made: list[object] = []
-
-    def make_backend():
-        made.append(None)
-        if len(made) == 1:
-            return ControlledBackend(cfg, fail_next=DeviceFault("PCIe link down at /dev/hailo0"))
-        return OnnxBackend(cfg)
-
+    make_backend = fails_once(cfg, DeviceFault("PCIe link down at /dev/hailo0"))
     async with client_for(cfg, make_backend) as (client, _):
         r = await post_json(client, {"image": b64(text_image(["HELLO"]))})
         body = await assert_error(r, 503, "device_fault")
@@ -453,7 +450,8 @@ async def test_device_fault_is_503_then_the_device_recovers(config):
         await wait_until(ready)
         r = await post_json(client, {"image": b64(text_image(["HELLO"]))})
         assert r.status_code == 200 and words_of((await r.get_json())["text"]) == ["HELLO"]
-        assert len(made) == 2
+        health = await (await client.get("/health")).get_json()
+        assert health["model_loads"] == 2  # loaded, then loaded again after the fault
 
 
 async def test_not_started_and_shutting_down_are_503(config):

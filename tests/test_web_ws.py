@@ -67,7 +67,7 @@ async def test_events_arrive_in_order_with_the_spec_shapes(config):
         assert e["bbox"] == detected[e["index"]]["bbox"]
         assert 0.5 <= e["confidence"] <= 1 and e["text"]
     done = events[-1]
-    assert done["text"].split("\n") == lines
+    assert done["lines"] == lines and done["text"] == " ".join(lines)
     assert {e["text"] for e in line_events} == set(lines)
     assert done["statistics"]["total_regions"] == 3
     assert done["performance"]["total_time_ms"] > 0
@@ -93,11 +93,11 @@ async def test_several_images_in_flight_on_one_socket(config):
         types = [e["type"] for e in events]
         assert types[:2] == ["accepted", "detected"] and types[-1] == "done", types
         assert types.count("line") == 2
-        assert events[-1]["text"].split("\n") == lines
+        assert events[-1]["lines"] == lines
 
 
 async def test_bad_messages_get_error_events_and_the_socket_stays_open(config):
-    async with ws_client(fast(config)) as (ws, _):
+    async with ws_client(fast(config, ocr={"unknown_language": "reject"})) as (ws, _):
         cases = [
             (b"\x00\x01binary", None, "invalid_message"),
             ("not json", None, "invalid_json"),

@@ -200,11 +200,10 @@ def _load(args: argparse.Namespace, **server: Any) -> Config:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log to stderr at ``level``; called again once the configuration names its level
+    (the first call is before it is loaded, so what loading it logs is shown)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,7 +263,10 @@ async def _extract_all(
             else:
                 if len(images) > 1:
                     print(f"==> {name} <==")
-                print(result.text)
+                print("\n".join(result.lines))
+                for warning in result.warnings:
+                    print(f"hailo-ocr: {name}: {warning.message} ({warning.code})",
+                          file=sys.stderr)
     return status
 
 
@@ -293,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    _setup_logging(getattr(args, "log_level", None) or (
+        "info" if args.command == "serve" else "warning"))
     try:
         if args.command == "serve":
             return cmd_serve(args)

@@ -1,10 +1,20 @@
 """Turning what a client sent into image bytes and a language list.
 
-The image may arrive as a data URI, plain base64, a ``file://`` URL (only below
-``server.file_root``; off by default) or a multipart upload; and, as a convenience, as a
-raw request body with an image Content-Type. Everything here checks what can be checked
-cheaply *before* the image is decoded: declared media types, sizes, base64 syntax, and file
-paths. Decoding itself (and the format check against the real bytes) is the pipeline's job.
+Requests are read as the original hailo-ocr read them, and more leniently:
+
+- a body that is a JSON object is read as JSON whatever its Content-Type says: the
+  original called ``request.json()`` without looking, and its own documentation's
+  ``curl -d '{"image": ...}'`` sends ``application/x-www-form-urlencoded``. No image
+  format starts with ``{``, so a raw image body is never mistaken for JSON;
+- the image may be a data URI, plain base64, a ``file://`` URL (only below
+  ``server.file_root``; off by default), a multipart upload, or the raw body (with an
+  image Content-Type, or none / a form type when the bytes are an image);
+- a data URI's media type is not trusted (the bytes are sniffed when decoded), its
+  ``;base64`` may be missing, and whitespace or line breaks in the base64 are skipped.
+
+Everything here checks what can be checked cheaply *before* the image is decoded: sizes,
+base64 syntax, and file paths. Decoding itself (and the format check against the real
+bytes) is the pipeline's job.
 
 Large payloads are decoded in a worker thread: base64 of a 20 MB image is ~30 ms of CPU,
 which would otherwise stall every other request on the Trio thread.
@@ -25,7 +35,7 @@ import attrs
 import trio
 
 from ocr.config import Config
-from ocr.decode import ACCEPTED_MEDIA_TYPES
+from ocr.decode import ACCEPTED_MEDIA_TYPES, sniff_format
 
 from .errors import ApiError
 
@@ -46,7 +56,7 @@ def _too_large(size: int, limit: int) -> ApiError:
     return ApiError(
         413,
         "image_too_large",
-        f"the image is {size} bytes; the limit is {limit} bytes (processing.max_image_size)",
+        f"the image is {size} bytes; the limit is {limit} bytes (processing.max_image_bytes)",
     )
 
 
@@ -98,23 +108,31 @@ async def _b64decode_async(text: str | bytes, max_bytes: int) -> bytes:
     return _b64decode(raw, max_bytes)
 
 
-def _parse_data_uri(value: str) -> tuple[str, str]:
-    """``data:[<media type>][;param]*;base64,<data>`` -> (media type, payload)."""
+def _data_uri_bytes(value: str, max_bytes: int) -> bytes:
+    """The bytes of ``data:[<media type>][;param]*[;base64],<data>``, read leniently.
+
+    The media type is ignored (the decoder sniffs the bytes: clients label every image
+    ``image/jpeg``, or ``application/octet-stream``). Percent-escapes are undone first
+    (base64 never contains ``%``). Without ``;base64`` the data is still read as base64
+    when it is valid base64 (the original service decoded it so), else as the URI's
+    literal bytes (RFC 2397)."""
     header, sep, payload = value[5:].partition(",")
     if not sep:
         raise ApiError(400, "invalid_data_uri", "the data URI has no ',' before its data")
-    parts = [p.strip() for p in header.split(";")]
-    if "base64" not in (p.lower() for p in parts[1:]):
-        raise ApiError(400, "invalid_data_uri", "the data URI must be base64-encoded (;base64,)")
-    media_type = parts[0].lower()
-    if media_type and not media_type.startswith("image/"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"the data URI's media type {media_type!r} is not an image",
-        )
-    check_media_type(media_type, "the data URI")
-    return media_type, payload
+    declared_base64 = "base64" in (p.strip().lower() for p in header.split(";"))
+    if "%" in payload:
+        payload = unquote(payload, encoding="latin-1")  # %XX -> the character of byte XX
+    raw = payload.encode("latin-1", "replace")
+    if declared_base64:
+        return _b64decode(raw, max_bytes)
+    try:
+        return _b64decode(raw, max_bytes)
+    except ApiError as exc:
+        if exc.code != "invalid_base64":
+            raise
+    if len(raw) > max_bytes:
+        raise _too_large(len(raw), max_bytes)
+    return raw
 
 
 def resolve_file_url(url: str, file_root: str | None) -> str:
@@ -142,7 +160,9 @@ def resolve_file_url(url: str, file_root: str | None) -> str:
         inside = False
     if not inside:
         raise ApiError(
-            403, "forbidden_path", "the file is outside the directory this server may read"
+            403, "forbidden_path",
+            "the file is outside the directory this server may read (server.file_root); "
+            "set server.file_root to a directory that holds it",
         )
     return real
 
@@ -171,11 +191,13 @@ async def image_from_string(value: Any, config: Config) -> bytes:
         raise ApiError(
             400, "invalid_field", "'image' must be a string (data URI, base64 or file://)"
         )
-    max_bytes = config.processing.max_image_size
+    max_bytes = config.processing.max_image_bytes
     head = value[:16].lstrip().lower()
     if head.startswith("data:"):
-        _, payload = _parse_data_uri(value.strip())
-        return await _b64decode_async(payload, max_bytes)
+        uri = value.strip()
+        if len(uri) > _THREAD_THRESHOLD:
+            return await trio.to_thread.run_sync(_data_uri_bytes, uri, max_bytes)
+        return _data_uri_bytes(uri, max_bytes)
     if head.startswith("file:"):
         # Resolving real paths stats the filesystem too: both off the Trio thread.
         url, root = value.strip(), config.server.file_root
@@ -190,7 +212,9 @@ async def image_from_string(value: Any, config: Config) -> bytes:
 
 
 def parse_languages(value: Any) -> tuple[str, ...]:
-    """``["en"]``, ``"en"`` or ``"en,zh"``; None or empty means the default language."""
+    """``["en"]``, ``"en"`` or ``"en,zh"``, lower-cased; None or empty means the default
+    language. Which of them the service reads (aliases, unknown codes) is its choice
+    (:meth:`actors.service.OcrService.pick_language`), the same for REST and websocket."""
     if value is None:
         return ()
     items: Iterable[Any]
@@ -204,12 +228,7 @@ def parse_languages(value: Any) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str):
             raise ApiError(400, "invalid_field", "'languages' must be a list of language codes")
-        for part in item.split(","):
-            part = part.strip().lower()
-            if part:
-                if len(part) > 32:
-                    raise ApiError(400, "invalid_field", "a language code is at most 32 characters")
-                out.append(part)
+        out.extend(part.strip().lower() for part in item.split(",") if part.strip())
     return tuple(dict.fromkeys(out))
 
 
@@ -236,45 +255,52 @@ async def image_from_json(body: bytes, config: Config) -> ImageInput:
     return ImageInput(data, languages)
 
 
+def _is_json_object(body: bytes) -> bool:
+    """Whether ``body`` is meant as a JSON object: its first non-blank byte is ``{``
+    (which no accepted image format starts with)."""
+    return body[:64].lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").startswith(b"{")
+
+
 async def image_from_request(request: Any, config: Config) -> ImageInput:
     """Parse a POST /v1/ocr/extract request of any accepted kind."""
     mimetype = (request.mimetype or "").lower()
-    max_bytes = config.processing.max_image_size
-    if mimetype == "application/json" or mimetype.endswith("+json"):
-        body = await request.get_data(cache=False)
-        return await image_from_json(body, config)
+    max_bytes = config.processing.max_image_bytes
     if mimetype == "multipart/form-data":
-        form = await request.form
-        files = await request.files
-        languages = parse_languages(form.getlist("languages") or None)
-        upload = files.get("image")
-        if upload is not None:
-            check_media_type(upload.mimetype or "", "the uploaded file")
-            data = await trio.to_thread.run_sync(upload.read, max_bytes + 1)
-            if len(data) > max_bytes:
-                raise _too_large(len(data), max_bytes)
-            if not data:
-                raise ApiError(400, "invalid_image", "the uploaded image is empty")
-            return ImageInput(data, languages)
-        if form.get("image"):
-            return ImageInput(await image_from_string(form["image"], config), languages)
-        raise ApiError(400, "missing_field", "the form needs an 'image' file field")
-    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        return await _image_from_form(request, config)
+    if mimetype.startswith("image/"):
         check_media_type(mimetype, "the request")
-        data = await request.get_data(cache=False)
-        if len(data) > max_bytes:
-            raise _too_large(len(data), max_bytes)
-        if not data:
-            raise ApiError(400, "missing_field", "the request body is empty")
-        return ImageInput(data, parse_languages(request.args.getlist("languages") or None))
-    if not mimetype:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send Content-Type: application/json or multipart/form-data",
-        )
+    body = await request.get_data(cache=False)
+    if mimetype == "application/json" or mimetype.endswith("+json") or _is_json_object(body):
+        return await image_from_json(body, config)
+    if not body:
+        raise ApiError(400, "missing_field", "the request body is empty")
+    declared_image = mimetype.startswith("image/") or mimetype == "application/octet-stream"
+    if declared_image or sniff_format(body) is not None:
+        if len(body) > max_bytes:
+            raise _too_large(len(body), max_bytes)
+        return ImageInput(body, parse_languages(request.args.getlist("languages") or None))
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"Content-Type {mimetype!r} is not accepted; send application/json or multipart/form-data",
+        f"the body ({mimetype or 'no Content-Type'}) is neither a JSON object nor an image; "
+        "send {\"image\": ...} as JSON, a multipart upload, or the image itself",
     )
+
+
+async def _image_from_form(request: Any, config: Config) -> ImageInput:
+    max_bytes = config.processing.max_image_bytes
+    form = await request.form
+    files = await request.files
+    languages = parse_languages(form.getlist("languages") or None)
+    upload = files.get("image")
+    if upload is not None:
+        check_media_type(upload.mimetype or "", "the uploaded file")
+        data = await trio.to_thread.run_sync(upload.read, max_bytes + 1)
+        if len(data) > max_bytes:
+            raise _too_large(len(data), max_bytes)
+        if not data:
+            raise ApiError(400, "invalid_image", "the uploaded image is empty")
+        return ImageInput(data, languages)
+    if form.get("image"):
+        return ImageInput(await image_from_string(form["image"], config), languages)
+    raise ApiError(400, "missing_field", "the form needs an 'image' file field")

@@ -34,8 +34,22 @@ _BBOX = {
     "type": "array",
     "minItems": 4,
     "maxItems": 4,
-    "description": "Quadrilateral in original-image pixels, clockwise from top-left.",
-    "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}},
+    "description": "Quadrilateral in whole original-image pixels, clockwise from top-left.",
+    "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"}},
+}
+
+_WARNING = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {
+            "type": "string",
+            "examples": ["language_fallback"],
+            "description": "language_fallback: no language asked for is loaded; the image "
+            "was read in the default language (ocr.unknown_language: fallback).",
+        },
+        "message": {"type": "string"},
+    },
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -97,13 +111,21 @@ _SCHEMAS: dict[str, Any] = {
             "backend",
         ],
         "properties": {
-            "status": {"enum": ["ok", "starting", "degraded"]},
+            "status": {
+                "enum": ["ok", "starting", "degraded"],
+                "description": "ok whenever the service can take OCR requests.",
+            },
             "models_loaded": {"type": "boolean"},
             "languages_supported": {"type": "array", "items": {"type": "string"}},
             "memory_usage_mb": {"type": "integer"},
             "uptime_seconds": {"type": "integer"},
             "hailo_device": {"type": ["string", "null"]},
             "backend": {"enum": ["onnx", "hailo"]},
+            "model_loads": {
+                "type": "integer",
+                "description": "Times the models were loaded: 1, plus one per reload after "
+                "a device fault.",
+            },
             "requests_in_flight": {"type": "integer"},
             "debug": {
                 "type": "object",
@@ -157,8 +179,10 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Languages": {
-        "description": "Recognition language(s); the first selects the model. "
-        "Default: ocr.default_language.",
+        "description": "Recognition language(s): the first one loaded is used; aliases "
+        "such as ch_sim, zh-CN, zh-TW, en-US or english are read as zh / en. None loaded: "
+        "the default language with a language_fallback warning (or 422 with "
+        "ocr.unknown_language: reject). Default: ocr.default_language.",
         "oneOf": [
             {"type": "array", "items": {"type": "string"}},
             {"type": "string", "description": "One code or a comma-separated list."},
@@ -166,8 +190,9 @@ _SCHEMAS: dict[str, Any] = {
     },
     "ImageString": {
         "type": "string",
-        "description": "A data URI (data:image/png;base64,...), plain base64, or "
-        "file:///path below server.file_root (disabled by default). "
+        "description": "A data URI (data:image/png;base64,...; the media type is not "
+        "trusted, ;base64 may be missing, whitespace and line breaks are skipped), plain "
+        "base64, or file:///path below server.file_root (disabled by default). "
         "JPEG, PNG, BMP, WebP or TIFF.",
     },
     "ExtractRequest": {
@@ -225,8 +250,11 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": [
             "text",
+            "lines",
             "regions",
             "languages_detected",
+            "language",
+            "warnings",
             "statistics",
             "performance",
             "hailo_info",
@@ -234,11 +262,23 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "text": {
                 "type": "string",
-                "description": "All lines in reading order, joined by newlines.",
+                "description": "Every region's text in reading order, joined by single "
+                "spaces (as the original service).",
+            },
+            "lines": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The text line by line, in reading order.",
             },
             "regions": {"type": "array", "items": {"$ref": "#/components/schemas/Region"}},
-            "languages_detected": {"type": "array", "items": {"type": "string"}},
+            "languages_detected": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": "The language used first, then other scripts found.",
+            },
             "language": {"type": "string", "description": "The recognition model's language."},
+            "warnings": {"type": "array", "items": _WARNING},
             "statistics": {
                 "type": "object",
                 "required": ["total_regions", "average_confidence"],
@@ -366,11 +406,11 @@ _PATHS: dict[str, Any] = {
     },
     "/health/ready": {
         "get": {
-            "summary": "Readiness: can the service take OCR requests now?",
+            "summary": "Readiness: can the service take OCR requests now? (never needs a token)",
             "operationId": "ready",
+            "security": [],
             "responses": {
                 "200": _ok("Ready", "Ready."),
-                "401": _UNAUTHORIZED,
                 "503": {
                     "description": (
                         "Not ready (models loading, device restarting, draining before a "
@@ -463,7 +503,26 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "Hits, misses, entries and size.",
-                    "content": {_JSON: {"schema": {"type": "object"}}},
+                    "content": {_JSON: {"schema": {
+                        "type": "object",
+                        "required": ["enabled", "entries", "items_cached"],
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "entries": {"type": "integer"},
+                            "items_cached": {
+                                "type": "integer",
+                                "description": "Same as entries (the original's name).",
+                            },
+                            "bytes": {"type": "integer"},
+                            "max_entries": {"type": "integer"},
+                            "max_bytes": {"type": "integer"},
+                            "ttl_s": {"type": "number"},
+                            "hits": {"type": "integer"},
+                            "misses": {"type": "integer"},
+                            "evictions": {"type": "integer"},
+                            "expirations": {"type": "integer"},
+                        },
+                    }}},
                 },
                 "401": _UNAUTHORIZED,
             },
@@ -484,6 +543,8 @@ _PATHS: dict[str, Any] = {
             ],
             "requestBody": {
                 "required": True,
+                "description": "A body that is a JSON object is read as JSON whatever its "
+                "Content-Type (curl -d sends application/x-www-form-urlencoded).",
                 "content": {
                     _JSON: {"schema": {"$ref": "#/components/schemas/ExtractRequest"}},
                     "multipart/form-data": {
@@ -513,14 +574,19 @@ _PATHS: dict[str, Any] = {
                 ),
                 "413": _error(
                     "Body over server.max_body_bytes (payload_too_large), image over "
-                    "processing.max_image_size bytes or max_image_pixels pixels "
-                    "(image_too_large)."
+                    "processing.max_image_bytes bytes or processing.max_image_pixels "
+                    "pixels (image_too_large). An image over processing.max_image_size "
+                    "pixels a side is not refused: it is read scaled down."
                 ),
                 "415": _error(
                     "Unsupported media type: a GIF/PDF/SVG, a wrong Content-Type, "
                     "or a data URI that is not an image."
                 ),
-                "422": _error("Unsupported language; the message names the supported ones."),
+                "422": _error(
+                    "Unsupported language, only with ocr.unknown_language: reject (else "
+                    "the default language is used with a warning); the message names the "
+                    "supported ones."
+                ),
                 "429": _error("Too many requests in flight.", retry_after=True),
                 "500": _error("A bug; details are in the server log only."),
                 "503": _error("Not ready, shutting down, or the device failed.", retry_after=True),

@@ -11,8 +11,8 @@ from npu.backend import BackendInfo
 from .errors import describe_and_log
 
 
-def bbox_json(bbox: tuple[tuple[float, float], ...]) -> list[list[float]]:
-    return [[float(x), float(y)] for x, y in bbox]
+def bbox_json(bbox: tuple[tuple[int, int], ...]) -> list[list[int]]:
+    return [[int(x), int(y)] for x, y in bbox]
 
 
 def _model_name(info: BackendInfo, model_id: str) -> str | None:
@@ -43,9 +43,11 @@ def result_json(result: OcrResult, info: BackendInfo) -> dict[str, Any]:
     t = result.timings
     return {
         "text": result.text,
+        "lines": list(result.lines),
         "regions": regions,
         "languages_detected": list(result.languages_detected),
         "language": result.language,
+        "warnings": [{"code": w.code, "message": w.message} for w in result.warnings],
         "statistics": {"total_regions": n, "average_confidence": round(mean, 4)},
         # Measured in the orchestrator; integers as the seed service sent them.
         "performance": {

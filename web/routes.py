@@ -38,6 +38,7 @@ async def health() -> dict[str, Any]:
     state = get_state(current_app)
     service = state.service
     ready = service is not None and service.ready
+    stats = service.statistics() if service is not None else None
     if service is not None:
         languages = list(service.languages)
         device, backend = service.info.device, service.info.kind
@@ -52,8 +53,11 @@ async def health() -> dict[str, Any]:
         "uptime_seconds": int(time.monotonic() - state.started_at),
         "hailo_device": device,
         "backend": backend,
+        # As the original had it: how many times the models were loaded (1, plus one per
+        # reload after a device fault).
+        "model_loads": stats.device.loads if stats else 0,
         # Added for operators (and the graceful-shutdown test): requests being processed.
-        "requests_in_flight": service.statistics().requests_in_flight if service else 0,
+        "requests_in_flight": stats.requests_in_flight if stats else 0,
         # For leak hunting (benchmarks/soak.py): both must stay flat under steady load.
         "debug": {"threads": threading.active_count(), "tasks": count_tasks()},
         # For clients that size their work to the server (``hailo-ocr read``).

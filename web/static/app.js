@@ -412,7 +412,9 @@
         li.textContent = "(not readable)";
       }
     }
-    els.text.value = msg.text || "";
+    // One line per text line: "text" is every region joined by spaces (as the original
+    // service sent it), "lines" keeps the line breaks.
+    els.text.value = Array.isArray(msg.lines) ? msg.lines.join("\n") : (msg.text || "");
     els.result.hidden = false;
     els.timings.innerHTML = "";
     const perf = msg.performance || {};
@@ -430,8 +432,9 @@
     }
     const n = cur.texts.size;
     const total = perf.total_time_ms != null ? " in " + Math.round(perf.total_time_ms) + " ms" : "";
-    setStatus(n === 0 ? "Done: no text found." :
-      "Done: " + n + " line" + (n === 1 ? "" : "s") + total + ".");
+    const notes = (msg.warnings || []).map((w) => " " + w.message).join("");
+    setStatus((n === 0 ? "Done: no text found." :
+      "Done: " + n + " line" + (n === 1 ? "" : "s") + total + ".") + notes);
     setState("done");
     redraw();
   }
