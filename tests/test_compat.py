@@ -79,6 +79,10 @@ async def test_a_json_body_is_read_whatever_the_content_type(config, png):
             r = await client.post(EXTRACT, data=b"\n  " + body, headers=headers)
             doc = await _ok(r)
             assert doc["lines"] == LINES, content_type
+        # A byte-order mark, as some Windows tools write it.
+        r = await client.post(EXTRACT, data=b"\xef\xbb\xbf " + body,
+                              headers={"Content-Type": "text/plain"})
+        assert (await _ok(r))["lines"] == LINES
 
 
 async def test_multipart_and_raw_image_bodies_keep_working(config, png, jpeg):

@@ -258,7 +258,7 @@ async def image_from_json(body: bytes, config: Config) -> ImageInput:
 def _is_json_object(body: bytes) -> bool:
     """Whether ``body`` is meant as a JSON object: its first non-blank byte is ``{``
     (which no accepted image format starts with)."""
-    return body[:64].lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").startswith(b"{")
+    return body[:64].removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n").startswith(b"{")
 
 
 async def image_from_request(request: Any, config: Config) -> ImageInput:
@@ -282,7 +282,8 @@ async def image_from_request(request: Any, config: Config) -> ImageInput:
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"the body ({mimetype or 'no Content-Type'}) is neither a JSON object nor an image; "
+        f"the body ({repr(mimetype) if mimetype else 'no Content-Type'}) is neither a JSON "
+        "object nor an image; "
         "send {\"image\": ...} as JSON, a multipart upload, or the image itself",
     )
 
