@@ -223,8 +223,8 @@ def test_language_aliases_in_the_configuration(tmp_path):
 
 async def test_the_original_device_key_opens_the_npu(tmp_path, hailo_standin, hailo_files):
     """``device: /dev/hailo0`` handed to HailoRT as a device id stops the service at start
-    (the stand-in refuses it as HailoRT does: an unknown device id, status 2); read as the original meant it, the service
-    starts and reads."""
+    (the stand-in refuses it as HailoRT does: an unknown device id, status 2); read as the
+    original meant it, the service starts and reads."""
     from actors.messages import OcrRequest
     from actors.service import open_ocr_service
     from npu.hailo_backend import HailoBackend
