@@ -10,7 +10,6 @@ import numpy as np
 
 CLS_HEIGHT = 48
 CLS_WIDTH = 192
-LABELS = ("0", "180")
 
 
 def pack_cls(crops: Sequence[np.ndarray]) -> np.ndarray:

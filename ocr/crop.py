@@ -31,9 +31,5 @@ def crop_quad(img: np.ndarray, quad: np.ndarray) -> np.ndarray:
     return crop
 
 
-def crop_all(img: np.ndarray, quads: np.ndarray) -> list[np.ndarray]:
-    return [crop_quad(img, q) for q in quads]
-
-
 def rotate_180(crop: np.ndarray) -> np.ndarray:
     return cv2.rotate(crop, cv2.ROTATE_180)

@@ -337,8 +337,3 @@ def install_metrics(
 
     app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])
     return metrics
-
-
-def metrics_of(app: Any) -> Metrics | None:
-    """The app's :class:`Metrics`, if installed."""
-    return app.extensions.get("metrics")
