@@ -14,9 +14,13 @@ One queue per language. When a queue may go is decided by the *policy*:
 
 ``benchmarks/batch_fill.py`` measures both (fill under 1-8 clients, single-client
 latency); adaptive is the default because it is never slower and fills as well. At most
-``max_in_flight`` batches are out at once (packing the next while one runs); the device
-room the adaptive policy looks at is ``min(max_in_flight, BackendInfo.max_jobs_in_flight)``.
+``max_in_flight`` batches are out at once *per device* (packing the next while one runs):
+where languages are read on different devices (Chinese on the CPU beside English on the
+NPU, :mod:`npu.placement`), a slow CPU batch never holds up an NPU batch. The device room
+the adaptive policy looks at is ``min(max_in_flight, jobs the device runs at once)``.
 When several languages are due, the one whose oldest crop has waited longest goes first.
+The batcher knows a language's model only from the :class:`~actors.routing.ModelTable`
+(its input policy, batch size, device) and sends batches through the routing client.
 
 For dynamic-width models a batch takes the oldest crop and the queued crops closest to
 it in width, to limit padding; fixed-width models take crops in arrival order. Fixed-batch
@@ -37,13 +41,14 @@ import attrs
 import numpy as np
 import trio
 
-from npu.backend import ModelSpec
+from npu.backend import ModelSpec, recognition_id
 from npu.errors import InferenceError
 from ocr.recognition import batch_width, ctc_greedy_decode, pack_dynamic, pack_fixed_rgb
 
+from .device_owner import caller_gone
 from .errors import ShuttingDown, fresh_error
 from .messages import RecResult, RecSubmission
-from .npu_owner import DeviceBoard, DeviceClient, caller_gone
+from .routing import DeviceClient, ModelTable
 
 log = logging.getLogger("hailo_ocr.batcher")
 
@@ -116,14 +121,14 @@ class Batcher:
     """
 
     def __init__(
-        self, device: DeviceClient, board: DeviceBoard, *, policy: str = "adaptive",
+        self, device: DeviceClient, models: ModelTable, *, policy: str = "adaptive",
         window_s: float = 0.008, max_queued: int = 4096, max_in_flight: int = 2,
         run_sync: RunSync | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"batching policy must be one of {POLICIES}, not {policy!r}")
         self._device = device
-        self._board = board
+        self._models = models
         self._policy = policy
         self._window = window_s
         self._max_queued = max(1, max_queued)
@@ -131,7 +136,7 @@ class Batcher:
         self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
         self._queues: dict[str, deque[_Pending]] = {}
         self._queued = 0
-        self._in_flight = 0
+        self._in_flight: dict[str, int] = {}  # device -> recognition batches on it
         self._changed = trio.Event()
         self._room = trio.Event()
         self._c = _Counters()
@@ -145,8 +150,9 @@ class Batcher:
         return BatcherStatistics(
             batches=c.batches, slots_filled=c.slots_filled, slots_run=c.slots_run,
             slots_padded=c.slots_padded, crops_dropped=c.crops_dropped, queued=self._queued,
-            batches_in_flight=self._in_flight, queue_wait_total_s=c.queue_wait_total_s,
-            queue_wait_max_s=c.queue_wait_max_s, batch_sizes=dict(c.batch_sizes),
+            batches_in_flight=sum(self._in_flight.values()),
+            queue_wait_total_s=c.queue_wait_total_s, queue_wait_max_s=c.queue_wait_max_s,
+            batch_sizes=dict(c.batch_sizes),
             batches_failed=c.batches_failed, crops_waited=c.crops_waited, restarts=c.restarts,
         )
 
@@ -220,35 +226,32 @@ class Batcher:
             self._freed(dropped)
 
     def _spec(self, language: str) -> ModelSpec | None:
-        info = self._board.info
-        if info is None:
-            return None
-        try:
-            return info.model(f"recognition_{language}")
-        except KeyError:
-            return None
+        return self._models.rec_spec(language)
 
-    def _device_room(self) -> bool:
-        """True when the device could start another recognition batch right now."""
-        info = self._board.info
-        slots = max(1, info.max_jobs_in_flight) if info is not None else 1
-        return self._in_flight < min(slots, self._max_in_flight)
+    def _device_of(self, language: str) -> str | None:
+        model_id = recognition_id(language)
+        return self._models.device(model_id) if self._models.has(model_id) else None
+
+    def _device_room(self, language: str, device: str) -> bool:
+        """True when ``device`` could start another recognition batch right now."""
+        slots = self._models.slots(recognition_id(language))
+        return self._in_flight.get(device, 0) < min(slots, self._max_in_flight)
 
     def _due(self, now: float) -> tuple[str | None, float]:
         """The language whose batch should go now (or None), and when to look again."""
-        if self._in_flight >= self._max_in_flight:
-            return None, float("inf")  # a finishing batch wakes the loop
-        device_free = self._device_room()
         best: tuple[str, float] | None = None
         next_deadline = float("inf")
         for lang, q in self._queues.items():
             if not q:
                 continue
             spec = self._spec(lang)
+            device = self._device_of(lang)
+            if device is not None and self._in_flight.get(device, 0) >= self._max_in_flight:
+                continue  # a finishing batch on that device wakes the loop
             head = q[0].enqueued
             ready = spec is None or len(q) >= spec.batch_size
             if self._policy == "adaptive":
-                ready = ready or device_free
+                ready = ready or (device is not None and self._device_room(lang, device))
             elif not ready:
                 deadline = head + self._window
                 if deadline <= now:
@@ -320,11 +323,12 @@ class Batcher:
                 )
                 continue
             batch = self._take(lang, spec)
-            self._in_flight += 1
-            nursery.start_soon(self._run_batch, spec, batch)
+            device = self._models.device(spec.id)
+            self._in_flight[device] = self._in_flight.get(device, 0) + 1
+            nursery.start_soon(self._run_batch, spec, batch, device)
 
     # -- running a batch --------------------------------------------------------------
-    async def _run_batch(self, spec: ModelSpec, batch: list[_Pending]) -> None:
+    async def _run_batch(self, spec: ModelSpec, batch: list[_Pending], device: str) -> None:
         delivered = False
         try:
             now = trio.current_time()
@@ -367,7 +371,7 @@ class Batcher:
             if not delivered:  # cancelled: the service is stopping
                 for p in batch:
                     _deliver(p, RecResult(p.index, error=ShuttingDown("the service is stopping")))
-            self._in_flight -= 1
+            self._in_flight[device] -= 1
             self._wake()
 
     async def serve(

@@ -1,10 +1,11 @@
 """The OCR orchestrator: one task per request.
 
-decode (worker thread) -> detection job (NPU owner) -> DB post-processing and crops
-(worker thread) -> recognition through the batcher -> reading order -> result, emitting
-progress events (accepted, detected, one line per region as it is recognised, done) on
-the request's event channel. Errors propagate to the caller, which turns them into a
-``Failed`` event or an HTTP error; they never touch another request.
+decode (worker thread) -> detection job (to whichever device owner serves it) -> DB
+post-processing and crops (worker thread) -> recognition through the batcher -> reading
+order -> result, emitting progress events (accepted, detected, one line per region as it
+is recognised, done) on the request's event channel. Errors propagate to the caller,
+which turns them into a ``Failed`` event or an HTTP error; they never touch another
+request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import attrs
 import numpy as np
 import trio
 
-from npu.backend import BackendInfo, ModelSpec
+from npu.backend import CLASSIFIER, DETECTION, ModelSpec, recognition_id
 from ocr.classify import pack_cls, upside_down
 from ocr.config import Config
 from ocr.crop import crop_quad, rotate_180
@@ -55,7 +56,7 @@ from .messages import (
     Region,
     Timings,
 )
-from .npu_owner import DeviceClient
+from .routing import DeviceClient, ModelTable
 
 
 @attrs.frozen
@@ -222,31 +223,32 @@ class Orchestrator:
 
     def __init__(
         self, settings: PipelineSettings, device: DeviceClient,
-        batcher: trio.MemorySendChannel, info: BackendInfo,
+        batcher: trio.MemorySendChannel, models: ModelTable,
         withdraw: Callable[[trio.MemorySendChannel], object] | None = None,
     ) -> None:
         self._s = settings
         self._device = device
         self._batcher = batcher
-        self._info = info
+        self._models = models
         self._withdraw = withdraw
+        det_slots = models.slots(DETECTION)
         # Requests between decode and the end of detection hold a decoded image and a
         # float detection input (tens of MB for a receipt). Only this many at once: enough
         # to keep the device fed (some running, some ready, some decoding), and peak memory
         # no longer grows with the requests in flight (benchmarks/RESULTS.md, peak RSS).
-        self._image_stage = trio.CapacityLimiter(max(4, 2 * info.max_jobs_in_flight))
+        self._image_stage = trio.CapacityLimiter(max(4, 2 * det_slots))
         # Of those, only as many as the device runs at once hold a float detection input
         # (12 bytes a pixel: 26 MB at 2.2 Mpx); the others wait as decoded images. The
         # input is made in a few ms, so nothing is prepared ahead; the previous image's
         # boxes are found while the device runs the next (benchmarks/RESULTS.md, row 12).
-        self._det_stage = trio.CapacityLimiter(max(1, info.max_jobs_in_flight))
+        self._det_stage = trio.CapacityLimiter(max(1, det_slots))
 
     async def run(
         self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None,
         warnings: tuple[Notice, ...] = (),
     ) -> OcrResult:
         """Read one image in ``language``; ``warnings`` are passed on in the result."""
-        s, info = self._s, self._info
+        s, models = self._s, self._models
         rid = request.id
         t0 = time.perf_counter()
         await _emit(events, Accepted(rid))
@@ -256,7 +258,7 @@ class Orchestrator:
             t_decoded = time.perf_counter()
             read_height, read_width = img.shape[:2]
 
-            det_spec = info.model("detection")
+            det_spec = models.spec(DETECTION)
             plan = None
             if det_spec.policy == "fixed" and det_spec.height and det_spec.width:
                 # A tall receipt letterboxed whole into a landscape model loses its text:
@@ -270,7 +272,7 @@ class Orchestrator:
                     tensor, transform = await trio.to_thread.run_sync(
                         _prepare_detection, img, det_spec, s
                     )
-                    prob = await self._device.infer("detection", tensor)
+                    prob = await self._device.infer(DETECTION, tensor)
                     del tensor
                 quads, crops = await trio.to_thread.run_sync(
                     _find_regions, img, prob[0], transform, s
@@ -285,8 +287,8 @@ class Orchestrator:
         t_detected = time.perf_counter()
         await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
 
-        rec_spec = info.model(f"recognition_{language}")
-        if s.use_cls and crops and any(m.id == "classifier" for m in info.models):
+        rec_spec = models.spec(recognition_id(language))
+        if s.use_cls and crops and models.has(CLASSIFIER):
             crops = await self._classify(crops)
         pieces, owners, widths = await trio.to_thread.run_sync(_rec_inputs, crops, rec_spec)
 
@@ -344,7 +346,7 @@ class Orchestrator:
                 tensor, transforms = await trio.to_thread.run_sync(
                     _prepare_tiles, img, plan, indices, spec
                 )
-                prob = await self._device.infer("detection", tensor)
+                prob = await self._device.infer(DETECTION, tensor)
                 del tensor
                 for j, i in enumerate(indices):
                     per_tile[i] = await trio.to_thread.run_sync(
@@ -366,12 +368,12 @@ class Orchestrator:
         return await trio.to_thread.run_sync(_merge_regions, img, plan, done, s)
 
     async def _classify(self, crops: list[np.ndarray]) -> list[np.ndarray]:
-        spec = self._info.model("classifier")
+        spec = self._models.spec(CLASSIFIER)
         out: list[np.ndarray] = []
         for start in range(0, len(crops), spec.batch_size):
             chunk = crops[start : start + spec.batch_size]
             tensor = await trio.to_thread.run_sync(pack_cls, chunk)
-            probs = await self._device.infer("classifier", tensor)
+            probs = await self._device.infer(CLASSIFIER, tensor)
             flips = upside_down(probs)
             out.extend(rotate_180(c) if f else c for c, f in zip(chunk, flips, strict=True))
         return out

@@ -1,55 +1,71 @@
 """Starting the actor tree, and the one handle the web layer talks to.
 
-``open_ocr_service(config)`` opens a root nursery that supervises the NPU owner (which
-restarts its backend after faults) and the batcher, waits until the models are loaded,
-and yields an :class:`OcrService`. Requests run in the *caller's* task (one orchestrator
-task per request), so a client that disconnects cancels its own work and nothing else.
-Leaving the context cancels the tree; backends are closed on the way out.
+``open_ocr_service(config)`` decides where each model runs (:mod:`npu.placement`), opens a
+root nursery that supervises one device owner per device in use (each restarts its own
+backend after faults) and the batcher, waits until every owner has loaded its models, and
+yields an :class:`OcrService`. Requests run in the *caller's* task (one orchestrator task
+per request), so a client that disconnects cancels its own work and nothing else. Leaving
+the context cancels the tree; backends are closed on the way out.
+
+Readiness is per device: the service is ready (``/health/ready``) when every owner is,
+since each serves detection or a loaded language. While one owner restarts after a fault,
+a request that needs it is refused at once (503 ``not_ready``, reason ``device_fault``)
+and a job already sent to it fails at once (503 ``device_fault``); requests served
+entirely by the other device go on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 
 import attrs
 import trio
 
-from npu.backend import Backend, BackendInfo
+from npu.backend import CLASSIFIER, DETECTION, BackendFactory, BackendInfo, recognition_id
+from npu.errors import ModelLoadError
+from npu.placement import CPU, NPU, Placement, plan_placement
 from ocr.config import Config
 from ocr.languages import choose_language, normalise_language, quote_codes
 
 from .batcher import Batcher, BatcherStatistics, refuse_submissions
-from .errors import NotReady, Overloaded, RequestTimeout, ShuttingDown, UnsupportedLanguage
-from .messages import Event, Failed, InferJob, Notice, OcrRequest, OcrResult, RecSubmission
-from .npu_owner import (
+from .device_owner import (
     DeviceBoard,
-    DeviceClient,
     DeviceStatistics,
     refuse_queued_jobs,
-    serve_npu_owner,
+    serve_device_owner,
 )
+from .errors import NotReady, Overloaded, RequestTimeout, ShuttingDown, UnsupportedLanguage
+from .messages import Event, Failed, InferJob, Notice, OcrRequest, OcrResult, RecSubmission
 from .orchestrator import Orchestrator, PipelineSettings
+from .routing import DeviceClient, ModelTable
 
 log = logging.getLogger("hailo_ocr.service")
 
-#: Device jobs waiting for the NPU owner (detection jobs and recognition batches).
+#: Device jobs waiting for one device owner (detection jobs and recognition batches).
 JOB_QUEUE = 64
 #: Recognition submissions waiting for the batcher (one per request in flight at most).
 SUBMISSION_QUEUE = 256
 
 
-def make_backend_factory(config: Config) -> Callable[[], Backend]:
-    """The backend the configuration names. Imported lazily: the Hailo backend is only
-    imported when asked for, and it imports ``hailo_platform`` only when it loads."""
-    if config.backend.type == "hailo":
+def backend_factories(config: Config, placement: Placement) -> dict[str, BackendFactory]:
+    """The backend of each device, built for the model ids placed on it. Imported lazily:
+    the Hailo backend is only imported when a model is placed on the NPU, and it imports
+    ``hailo_platform`` only when it loads."""
+
+    def npu(model_ids: frozenset[str]):
         from npu.hailo_backend import HailoBackend
 
-        return lambda: HailoBackend(config)
-    from npu.onnx_backend import OnnxBackend
+        return HailoBackend(config, model_ids)
 
-    return lambda: OnnxBackend(config)
+    def cpu(model_ids: frozenset[str]):
+        from npu.onnx_backend import OnnxBackend
+
+        return OnnxBackend(config, model_ids, threads=placement.cpu_threads)
+
+    return {NPU: npu, CPU: cpu}
 
 
 @attrs.frozen
@@ -59,18 +75,32 @@ class ServiceStatistics:
     requests_refused: int
     requests_failed: int
     requests_timed_out: int
-    device: DeviceStatistics
+    devices: Mapping[str, DeviceStatistics]  # device ("npu", "cpu") -> its owner's board
     batcher: BatcherStatistics
+
+    @property
+    def model_loads(self) -> int:
+        """How many times the models were loaded, as the original service counted it: 1
+        once every device owner has loaded its models, plus one per reload after a fault
+        (on any device); 0 before the first load."""
+        if not self.devices or any(d.loads == 0 for d in self.devices.values()):
+            return 0
+        return 1 + sum(d.loads - 1 for d in self.devices.values())
 
 
 class OcrService:
     def __init__(
-        self, config: Config, board: DeviceBoard, orchestrator: Orchestrator, batcher: Batcher,
-        info: BackendInfo,
+        self, config: Config, boards: Mapping[str, DeviceBoard], orchestrator: Orchestrator,
+        batcher: Batcher, models: ModelTable, placement: Placement,
     ) -> None:
         self.config = config
-        self.info = info
-        self._board = board
+        #: Which device serves which model, and each model's facts (immutable).
+        self.models = models
+        #: Where each model was placed at start, and why.
+        self.placement = placement
+        #: The backends seen as one (``hailo_info``, ``/health``, the log).
+        self.info: BackendInfo = models.backend_info()
+        self._boards = dict(boards)
         self._orchestrator = orchestrator
         self._batcher = batcher
         self._in_flight = 0
@@ -84,25 +114,46 @@ class OcrService:
         self._result_observers: list[Callable[[OcrResult], None]] = []
 
     # -- state ---------------------------------------------------------------------
+    def device_statistics(self) -> dict[str, DeviceStatistics]:
+        """Each device owner's board, as a snapshot."""
+        return {device: board.statistics() for device, board in self._boards.items()}
+
+    @property
+    def closing(self) -> bool:
+        """Shutdown has begun: new requests are refused."""
+        return self._closing
+
     @property
     def ready(self) -> bool:
-        return self._board.ready and not self._closing
+        """Every device owner is ready (each serves detection or a loaded language)."""
+        return not self._closing and all(d.ready for d in self.device_statistics().values())
 
     @property
     def not_ready_reason(self) -> str | None:
         if self._closing:
             return "shutting_down"
-        return self._board.statistics().reason
+        for stats in self.device_statistics().values():
+            if not stats.ready:
+                return stats.reason or "not_ready"
+        return None
 
     @property
     def languages(self) -> tuple[str, ...]:
-        return self.info.languages
+        return self.models.languages
+
+    def devices_for(self, language: str) -> tuple[str, ...]:
+        """The devices a request in ``language`` needs: detection's, its recogniser's,
+        and the classifier's when it is on."""
+        ids = [DETECTION, recognition_id(language)]
+        if self.config.ocr.use_angle_cls:
+            ids.append(CLASSIFIER)
+        return self.models.devices_for(tuple(ids))
 
     def statistics(self) -> ServiceStatistics:
         return ServiceStatistics(
             requests_in_flight=self._in_flight, requests_admitted=self._admitted,
             requests_refused=self._refused, requests_failed=self._failed,
-            requests_timed_out=self._timed_out, device=self._board.statistics(),
+            requests_timed_out=self._timed_out, devices=self.device_statistics(),
             batcher=self._batcher.statistics(),
         )
 
@@ -147,12 +198,17 @@ class OcrService:
             f"{choice.language!r} (supported: {', '.join(supported)})",
         ),)
 
-    def _admit(self) -> None:
+    def _admit(self, language: str) -> None:
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        if not self._board.ready:
-            reason = self._board.statistics().reason or "not_ready"
-            raise NotReady(f"the service is not ready ({reason})", reason)
+        for device in self.devices_for(language):
+            stats = self._boards[device].statistics()
+            if not stats.ready:
+                reason = stats.reason or "not_ready"
+                raise NotReady(
+                    f"the service is not ready for {language!r}: its {device} device is not "
+                    f"ready ({reason})", reason,
+                )
         if self._in_flight >= self.config.server.max_in_flight:
             self._refused += 1
             raise Overloaded(
@@ -180,7 +236,7 @@ class OcrService:
         """Run one request to its result, raising its error. With ``events`` the
         progress events are sent there as well."""
         language, warnings = self.pick_language(request.languages)
-        self._admit()
+        self._admit(language)
         self._in_flight += 1
         self._admitted += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
@@ -209,8 +265,8 @@ class OcrService:
 
 @asynccontextmanager
 async def _answered_and_closed(
-    jobs_send: trio.MemorySendChannel[InferJob],
-    jobs_recv: trio.MemoryReceiveChannel[InferJob],
+    job_channels: Mapping[str, tuple[trio.MemorySendChannel[InferJob],
+                                     trio.MemoryReceiveChannel[InferJob]]],
     rec_send: trio.MemorySendChannel[RecSubmission],
     rec_recv: trio.MemoryReceiveChannel[RecSubmission],
 ) -> AsyncIterator[None]:
@@ -218,16 +274,44 @@ async def _answered_and_closed(
     them, in one step with no checkpoint between.
 
     Requests run in the web layer's tasks, not in this tree, so one can send a job or a
-    submission after the NPU owner or the batcher has stopped reading: left in the buffer,
+    submission after a device owner or the batcher has stopped reading: left in the buffer,
     its caller would wait for its deadline. Answered here with ``ShuttingDown``, and any
     later send finds the channel closed (also ``ShuttingDown``)."""
     try:
         yield
     finally:
-        refuse_queued_jobs(jobs_recv, "the service is stopping")
+        for _, jobs_recv in job_channels.values():
+            refuse_queued_jobs(jobs_recv, "the service is stopping")
         refuse_submissions(rec_recv, ShuttingDown("the service is stopping"))
-        for channel in (jobs_send, jobs_recv, rec_send, rec_recv):
-            channel.close()
+        for pair in job_channels.values():
+            for channel in pair:
+                channel.close()
+        rec_send.close()
+        rec_recv.close()
+
+
+def _log_placement(placement: Placement) -> None:
+    for m in placement.models:
+        log.log(
+            logging.WARNING if m.fallback else logging.INFO,
+            "placement: %s runs on the %s (%s)", m.model_id, m.device.upper(), m.reason,
+        )
+    if CPU in placement.devices:
+        log.info(
+            "placement: the CPU owner's ONNX Runtime sessions use %s",
+            f"{placement.cpu_threads} threads each" if placement.cpu_threads
+            else "one thread per core",
+        )
+
+
+def _check_loaded(device: str, wanted: frozenset[str], info: BackendInfo) -> None:
+    """A backend must load exactly the models placed on its device."""
+    loaded = {m.id for m in info.models}
+    if loaded != wanted:
+        raise ModelLoadError(
+            f"the {device} backend loaded {', '.join(sorted(loaded)) or 'nothing'} but was "
+            f"given {', '.join(sorted(wanted))}"
+        )
 
 
 def _single_error(group: BaseExceptionGroup) -> BaseException | None:
@@ -247,43 +331,58 @@ def _single_error(group: BaseExceptionGroup) -> BaseException | None:
 
 @asynccontextmanager
 async def open_ocr_service(
-    config: Config, make_backend: Callable[[], Backend] | None = None
+    config: Config, backends: Mapping[str, BackendFactory] | None = None,
+    placement: Placement | None = None,
 ) -> AsyncIterator[OcrService]:
-    """Start the actor tree; yield the service once the models are loaded.
+    """Start the actor tree; yield the service once every device's models are loaded.
 
-    The tree is one root nursery holding the NPU owner (which restarts its backend after
-    a fault) and the batcher. Errors come out unwrapped: a model that fails to load
-    raises its ``ModelLoadError`` (not an ``ExceptionGroup``), and an exception raised in
-    the ``async with`` body comes out as itself. Leaving the context cancels the tree; the
-    backend is closed and every request still waiting gets ``ShuttingDown``.
+    ``placement`` (default: :func:`npu.placement.plan_placement` of ``config``) says which
+    device runs which model; ``backends`` (default: :func:`backend_factories`) builds each
+    device's backend for its model ids. The tree is one root nursery holding a device owner
+    per device in use (each restarts its own backend after a fault; the NPU's is started
+    first) and the batcher. Errors come out unwrapped: a model that fails to load raises
+    its ``ModelLoadError`` (not an ``ExceptionGroup``), and an exception raised in the
+    ``async with`` body comes out as itself. Leaving the context cancels the tree; the
+    backends are closed and every request still waiting gets ``ShuttingDown``.
     """
-    make_backend = make_backend or make_backend_factory(config)
-    board = DeviceBoard()
-    jobs_send, jobs_recv = trio.open_memory_channel[InferJob](JOB_QUEUE)
+    placement = placement or plan_placement(config)
+    _log_placement(placement)
+    factories = backends if backends is not None else backend_factories(config, placement)
+    devices = placement.devices
+    missing = [d for d in devices if d not in factories]
+    if missing:
+        raise ValueError(f"no backend factory for device(s) {', '.join(missing)}")
+    boards = {d: DeviceBoard(d) for d in devices}
+    job_channels = {d: trio.open_memory_channel[InferJob](JOB_QUEUE) for d in devices}
     rec_send, rec_recv = trio.open_memory_channel[RecSubmission](SUBMISSION_QUEUE)
     service: OcrService | None = None
+    b, be = config.batching, config.backend
     try:
-        async with _answered_and_closed(jobs_send, jobs_recv, rec_send, rec_recv), \
+        async with _answered_and_closed(job_channels, rec_send, rec_recv), \
                 trio.open_nursery() as nursery:
-            info: BackendInfo = await nursery.start(
-                lambda task_status: serve_npu_owner(
-                    make_backend, jobs_recv, board, job_timeout=config.backend.job_timeout_s,
-                    backoff=config.backend.restart_backoff_s,
-                    backoff_max=config.backend.restart_backoff_max_s, task_status=task_status,
+            infos: dict[str, BackendInfo] = {}
+            for d in devices:
+                model_ids = placement.model_ids(d)
+                infos[d] = await nursery.start(
+                    partial(
+                        serve_device_owner, partial(factories[d], model_ids),
+                        job_channels[d][1], boards[d], job_timeout=be.job_timeout_s,
+                        backoff=be.restart_backoff_s, backoff_max=be.restart_backoff_max_s,
+                    )
                 )
-            )
-            device = DeviceClient(jobs_send)
-            b = config.batching
+                _check_loaded(d, model_ids, infos[d])
+            models = ModelTable.from_backends(infos)
+            device = DeviceClient({m: job_channels[models.device(m)][0] for m in models.models})
             batcher = Batcher(
-                device, board, policy=b.policy, window_s=b.window_ms / 1000.0,
+                device, models, policy=b.policy, window_s=b.window_ms / 1000.0,
                 max_queued=b.max_queued_crops, max_in_flight=b.max_batches_in_flight,
             )
             await nursery.start(batcher.serve, rec_recv)
             orchestrator = Orchestrator(
-                PipelineSettings.from_config(config), device, rec_send, info,
+                PipelineSettings.from_config(config), device, rec_send, models,
                 withdraw=batcher.withdraw,
             )
-            service = OcrService(config, board, orchestrator, batcher, info)
+            service = OcrService(config, boards, orchestrator, batcher, models, placement)
             try:
                 yield service
             finally:

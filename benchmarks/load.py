@@ -263,7 +263,10 @@ def read_counters(target: Target) -> dict[str, float] | None:
 
     filled = pick("hailo_ocr_rec_slots_filled_total", "hailo_ocr_rec_slots_filled")
     run = pick("hailo_ocr_rec_slots_run_total", "hailo_ocr_rec_slots_run")
-    calls = pick('hailo_ocr_device_jobs_total{result="run"}', 'hailo_ocr_device_jobs{result="run"}')
+    # Device calls run, summed over the devices (one series per device owner).
+    runs = [v for k, v in values.items()
+            if k.startswith("hailo_ocr_device_jobs_total{") and 'result="run"' in k]
+    calls = sum(runs) if runs else None
     if filled is None or run is None:
         return None
     return {"slots_filled": filled, "slots_run": run,

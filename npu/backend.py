@@ -5,14 +5,37 @@ batch limits, character lists), and runs one model on one batch. Only the NPU ow
 calls it. ``load`` and ``close`` block and are called from a worker thread; ``infer`` is
 async and must never block the Trio thread: a CPU backend runs in a worker thread, an NPU
 backend bridges its own asynchronous API into Trio.
+
+Which device runs which model is decided before any backend exists
+(:mod:`npu.placement`): a backend is built as ``SomeBackend(config, model_ids)`` and loads
+exactly the models named in ``model_ids`` (a ``frozenset`` of the ids below), no more.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Final, Literal, Protocol
 
 import attrs
 import numpy as np
+
+#: The model ids: the keys of the routing table, of ``models.placement`` and of /models.
+DETECTION: Final = "detection"
+CLASSIFIER: Final = "classifier"
+RECOGNITION_PREFIX: Final = "recognition_"
+
+
+def recognition_id(language: str) -> str:
+    """The model id of ``language``'s recognition model (``recognition_en``)."""
+    return f"{RECOGNITION_PREFIX}{language}"
+
+
+def language_of(model_id: str) -> str | None:
+    """The language a recognition model id names, or None for any other model."""
+    if model_id.startswith(RECOGNITION_PREFIX):
+        return model_id[len(RECOGNITION_PREFIX):]
+    return None
+
 
 ModelKind = Literal["detection", "recognition", "classifier"]
 #: ``dynamic``: any size (multiples of 32 for detection, any width for recognition).
@@ -27,7 +50,7 @@ InputLayout = Literal["nchw_float", "nhwc_uint8_rgb"]
 class ModelSpec:
     """Facts about one loaded model, published by the NPU owner to the other actors."""
 
-    id: str  # "detection", "recognition_en", "recognition_zh", "classifier"
+    id: str  # DETECTION, recognition_id(language) or CLASSIFIER
     kind: ModelKind
     name: str  # file name, as shown by /models and hailo_info
     policy: InputPolicy
@@ -40,6 +63,7 @@ class ModelSpec:
     charset: tuple[str, ...] | None = attrs.field(default=None, repr=False)
     output_shape: tuple[int, ...] | None = None
     pad_value: int = 0  # fill for letterbox (detection) or right padding (recognition)
+    path: str | None = None  # the file it was loaded from, as /models shows it
 
 
 @attrs.frozen
@@ -81,3 +105,7 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release models and device. Blocking; idempotent."""
         ...
+
+
+#: Builds one device's backend for the model ids placed on that device.
+BackendFactory = Callable[[frozenset[str]], Backend]

@@ -63,7 +63,7 @@ import trio
 from ocr.config import Config, HailoModelsConfig
 
 from . import hailo_devices
-from .backend import BackendInfo, ModelSpec
+from .backend import DETECTION, BackendInfo, ModelSpec, recognition_id
 from .errors import (
     BackendUnavailable,
     DeviceBusy,
@@ -319,9 +319,17 @@ def _looks_like_probabilities(out: np.ndarray, *, rows: bool) -> bool:
 class HailoBackend:
     """Runs the compiled detection and recognition models on a Hailo NPU."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, model_ids: frozenset[str] | None = None) -> None:
+        """Load ``model_ids`` (:mod:`npu.placement` decides them). None: detection and every
+        language of ``ocr.languages`` that has a HEF in ``hailo_models.recognition_hefs``."""
         self._config = config
         self._cfg = config.hailo_models
+        if model_ids is None:
+            model_ids = frozenset(
+                [DETECTION, *(recognition_id(lang) for lang in config.ocr.languages
+                              if lang in config.hailo_models.recognition_hefs)]
+            )
+        self._model_ids = model_ids
         self._timeout_ms = max(1, int(self._cfg.timeout_ms))
         self._shared: SharedVDevice | None = None
         self._models: dict[str, _Model] = {}
@@ -357,37 +365,45 @@ class HailoBackend:
             ", multi-process service" if cfg.multi_process_service else "",
         )
         specs: list[ModelSpec] = []
+        known = {DETECTION, *(recognition_id(lang) for lang in self._config.ocr.languages)}
+        unknown = sorted(self._model_ids - known)
+        if unknown:
+            raise ModelLoadError(f"the Hailo backend has no HEF for {', '.join(unknown)}")
 
-        det_path = resolve_model_path(cfg.detection_hef, base, cfg.search_paths)
-        det = self._open(hp, det_path, cfg.batch_size_det)
-        if len(det.input_shape) != 3 or det.input_shape[2] != 3:
-            raise ModelLoadError(
-                f"{det_path.name}: expected an HxWx3 RGB input, the HEF has {det.input_shape}"
+        det: _Model | None = None
+        if DETECTION in self._model_ids:
+            det_path = resolve_model_path(cfg.detection_hef, base, cfg.search_paths)
+            det = self._open(hp, det_path, cfg.batch_size_det)
+            if len(det.input_shape) != 3 or det.input_shape[2] != 3:
+                raise ModelLoadError(
+                    f"{det_path.name}: expected an HxWx3 RGB input, the HEF has "
+                    f"{det.input_shape}"
+                )
+            det_map = tuple(d for d in det.output_shape if d != 1)
+            if len(det_map) != 2:
+                raise ModelLoadError(
+                    f"{det_path.name}: expected a one-channel probability map, the HEF "
+                    f"outputs {det.output_shape}"
+                )
+            self._models[DETECTION] = det
+            specs.append(
+                ModelSpec(
+                    id=DETECTION, kind="detection", name=det_path.name, policy="fixed",
+                    layout="nhwc_uint8_rgb", height=det.input_shape[0],
+                    width=det.input_shape[1], batch_size=det.chunk, fixed_batch=False,
+                    output_shape=det_map, pad_value=DET_PAD_VALUE, path=str(det_path),
+                )
             )
-        det_map = tuple(d for d in det.output_shape if d != 1)
-        if len(det_map) != 2:
-            raise ModelLoadError(
-                f"{det_path.name}: expected a one-channel probability map, the HEF outputs "
-                f"{det.output_shape}"
-            )
-        self._models["detection"] = det
-        specs.append(
-            ModelSpec(
-                id="detection", kind="detection", name=det_path.name, policy="fixed",
-                layout="nhwc_uint8_rgb", height=det.input_shape[0], width=det.input_shape[1],
-                batch_size=det.chunk, fixed_batch=False, output_shape=det_map,
-                pad_value=DET_PAD_VALUE,
-            )
-        )
 
         for lang in self._config.ocr.languages:
+            model_id = recognition_id(lang)
+            if model_id not in self._model_ids:
+                continue
             hef = cfg.recognition_hefs.get(lang)
             if hef is None:
-                log.warning(
-                    "no recognition HEF for language %r (hailo_models.recognition_hefs); "
-                    "it is not offered", lang,
+                raise ModelLoadError(
+                    f"no recognition HEF for language {lang!r} in hailo_models.recognition_hefs"
                 )
-                continue
             path = resolve_model_path(hef, base, cfg.search_paths)
             model = self._by_path.get(path) or self._open(hp, path, cfg.batch_size_rec)
             if len(model.input_shape) != 3 or model.input_shape[2] != 3:
@@ -398,7 +414,6 @@ class HailoBackend:
             classes = model.output_shape[-1]
             check_classes(charset, classes, path.name, lang)
             steps = math.prod(model.output_shape[:-1])
-            model_id = f"recognition_{lang}"
             self._models[model_id] = model
             specs.append(
                 ModelSpec(
@@ -406,20 +421,21 @@ class HailoBackend:
                     layout="nhwc_uint8_rgb", height=model.input_shape[0],
                     width=model.input_shape[1], batch_size=model.chunk, fixed_batch=False,
                     language=lang, charset=charset, output_shape=(steps, classes),
-                    pad_value=REC_PAD_VALUE,
+                    pad_value=REC_PAD_VALUE, path=str(path),
                 )
             )
-        if not any(s.kind == "recognition" for s in specs):
+        if not specs:
             raise ModelLoadError(
-                "no recognition model: none of ocr.languages "
+                "no model to load on the NPU: none of ocr.languages "
                 f"({', '.join(self._config.ocr.languages)}) has a HEF in "
-                "hailo_models.recognition_hefs"
+                "hailo_models.recognition_hefs, and detection is not placed there"
             )
 
-        for model, pad, rows in [(det, DET_PAD_VALUE, False)] + [
-            (m, REC_PAD_VALUE, True) for m in self._by_path.values() if m is not det
-        ]:
-            self._decide_activation(model, pad, rows=rows)
+        for model in self._by_path.values():
+            if model is det:
+                self._decide_activation(model, DET_PAD_VALUE, rows=False)
+            else:
+                self._decide_activation(model, REC_PAD_VALUE, rows=True)
 
         jobs = self._config.backend.max_jobs_in_flight or DEFAULT_JOBS_IN_FLIGHT
         self._info = BackendInfo(
@@ -648,7 +664,7 @@ class HailoBackend:
         for start in range(0, n, model.chunk):
             end = min(n, start + model.chunk)
             await self._run_chunk(model, batch[start:end], out[start:end])
-        if model_id == "detection":
+        if model_id == DETECTION:
             prob = out.reshape(n, *(d for d in model.output_shape if d != 1))
             if model.activation == "sigmoid":
                 prob = 1.0 / (1.0 + np.exp(-prob))

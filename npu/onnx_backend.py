@@ -17,7 +17,7 @@ import trio
 from ocr.config import Config
 from ocr.recognition import build_charset
 
-from .backend import BackendInfo, ModelSpec
+from .backend import CLASSIFIER, DETECTION, BackendInfo, ModelSpec, recognition_id
 from .cpu_env import (
     bound_malloc,
     denormals_flushed,
@@ -33,6 +33,7 @@ from .models import (
     resolve_model_path,
     shipped_model,
 )
+from .placement import wanted_model_ids
 
 REC_HEIGHT = 48
 REC_NOMINAL_WIDTH = 320
@@ -46,8 +47,19 @@ _SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 class OnnxBackend:
     """Runs the PP-OCR ONNX models on the CPU."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, model_ids: frozenset[str] | None = None, *,
+        threads: int | None = None,
+    ) -> None:
+        """Load ``model_ids`` (None: every model the configuration asks for) with
+        ``threads`` ONNX Runtime threads per session (None: ``onnx_models.intra_op_threads``;
+        0: one per core)."""
         self._config = config
+        self._model_ids = wanted_model_ids(config) if model_ids is None else tuple(
+            m for m in (*wanted_model_ids(config), CLASSIFIER) if m in model_ids
+        )
+        self._unknown = sorted(set(model_ids or ()) - set(self._model_ids))
+        self._threads = config.onnx_models.intra_op_threads if threads is None else threads
         self._sessions: dict[str, object] = {}
         self._input_names: dict[str, str] = {}
         self._info: BackendInfo | None = None
@@ -65,8 +77,7 @@ class OnnxBackend:
         if path in cache:
             return cache[path]
         opts = ort.SessionOptions()
-        threads = self._config.onnx_models.intra_op_threads or (os.cpu_count() or 1)
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = self._threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -102,6 +113,10 @@ class OnnxBackend:
         import onnxruntime as ort
 
         cfg = self._config
+        if self._unknown:
+            raise ModelLoadError(
+                f"the CPU backend has no model {', '.join(self._unknown)} in this configuration"
+            )
         bound_malloc()
         self._shared_arena = cfg.onnx_models.memory_arena and shared_cpu_arena()
         self._run_options = ort.RunOptions()
@@ -109,18 +124,24 @@ class OnnxBackend:
             self._run_options.add_run_config_entry(*_SHRINK_ARENA)
         cache: dict[Path, object] = {}
         specs: list[ModelSpec] = []
+        wanted = set(self._model_ids)
 
-        det_path = self._path(cfg.onnx_models.detection, SHIPPED_DETECTION)
-        self._register("detection", self._session(det_path, cache))
-        specs.append(
-            ModelSpec(
-                id="detection", kind="detection", name=det_path.name, policy="dynamic",
-                layout="nchw_float", height=None, width=None, batch_size=1,
+        if DETECTION in wanted:
+            det_path = self._path(cfg.onnx_models.detection, SHIPPED_DETECTION)
+            self._register(DETECTION, self._session(det_path, cache))
+            specs.append(
+                ModelSpec(
+                    id=DETECTION, kind="detection", name=det_path.name, policy="dynamic",
+                    layout="nchw_float", height=None, width=None, batch_size=1,
+                    path=str(det_path),
+                )
             )
-        )
 
         batch = cfg.onnx_models.batch_size_rec
         for lang in cfg.ocr.languages:
+            model_id = recognition_id(lang)
+            if model_id not in wanted:
+                continue
             rec_path = self._path(cfg.onnx_models.recognition.get(lang), SHIPPED_RECOGNITION)
             session = self._session(rec_path, cache)
             meta = session.get_modelmeta().custom_metadata_map
@@ -135,7 +156,6 @@ class OnnxBackend:
                     f"{rec_path.name} outputs {classes} classes but its character list "
                     f"gives {len(charset)}"
                 )
-            model_id = f"recognition_{lang}"
             self._register(model_id, session)
             # fixed_batch emulates a compiled NPU model: a fixed batch *and* a fixed
             # 320-column input, so lines are split and any crops can share a batch.
@@ -146,16 +166,18 @@ class OnnxBackend:
                     policy="fixed" if fixed else "dynamic",
                     layout="nchw_float", height=REC_HEIGHT, width=REC_NOMINAL_WIDTH,
                     batch_size=batch, fixed_batch=fixed, language=lang, charset=charset,
+                    path=str(rec_path),
                 )
             )
 
-        if cfg.ocr.use_angle_cls:
+        if CLASSIFIER in wanted:
             cls_path = self._path(cfg.onnx_models.classifier, SHIPPED_CLASSIFIER)
-            self._register("classifier", self._session(cls_path, cache))
+            self._register(CLASSIFIER, self._session(cls_path, cache))
             specs.append(
                 ModelSpec(
-                    id="classifier", kind="classifier", name=cls_path.name, policy="fixed",
+                    id=CLASSIFIER, kind="classifier", name=cls_path.name, policy="fixed",
                     layout="nchw_float", height=48, width=192, batch_size=batch,
+                    path=str(cls_path),
                 )
             )
 
@@ -170,9 +192,10 @@ class OnnxBackend:
         """Run each session once on a small input at load. ONNX Runtime's first run
         allocates and plans (seconds on a Pi); doing it here moves that cost from the
         first request to start-up, before the service reports ready."""
-        self._run("detection", np.zeros((1, 3, 64, 64), dtype=np.float32))
         for spec in specs:
-            if spec.kind == "recognition":
+            if spec.kind == "detection":
+                self._run(spec.id, np.zeros((1, 3, 64, 64), dtype=np.float32))
+            elif spec.kind == "recognition":
                 self._run(spec.id, np.zeros((1, 3, 48, 320), dtype=np.float32))
             elif spec.kind == "classifier":
                 self._run(spec.id, np.zeros((1, 3, 48, 192), dtype=np.float32))
@@ -185,7 +208,7 @@ class OnnxBackend:
         session = self._sessions.get(model_id)
         if session is None:
             raise InferenceError(f"model {model_id} is not loaded")
-        if model_id == "detection":
+        if model_id == DETECTION:
             trim_malloc()  # the largest working set: do not stack it on free heap pages
         try:
             with denormals_flushed():  # this thread computes a share too (npu/cpu_env.py)
@@ -193,7 +216,7 @@ class OnnxBackend:
             out = out[0]
         except Exception as exc:
             raise InferenceError(f"{model_id} failed: {exc}") from exc
-        if out.ndim == 4 and model_id == "detection":  # (N, 1, H, W) -> (N, H, W)
+        if out.ndim == 4 and model_id == DETECTION:  # (N, 1, H, W) -> (N, H, W)
             out = out[:, 0]
         return out
 

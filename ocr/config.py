@@ -131,8 +131,13 @@ class OnnxModelsConfig:
     #: after the call, so the arena does not keep the high-water mark
     #: (benchmarks/RESULTS.md, rows 11 and 20).
     memory_arena: bool = True
-    #: ONNX Runtime threads per session; 0 = one per core.
+    #: ONNX Runtime threads per session when every model runs on the CPU; 0 = one per core.
     intra_op_threads: int = 0
+    #: ONNX Runtime threads per session when some model runs on the NPU (``models.placement``).
+    #: The CPU then also decodes images, prepares and post-processes detection, crops lines
+    #: and drives the NPU; on a 4-core Pi, 2 leaves two cores for that work, so an NPU
+    #: request is not held up behind a CPU recognition batch. 0 = one per core.
+    intra_op_threads_with_npu: int = 2
     #: Crops per recognition call.
     batch_size_rec: int = 8
     #: Emulate a compiled NPU recognition model: every call carries exactly
@@ -167,6 +172,19 @@ class HailoModelsConfig:
     multi_process_service: bool = False
     #: Bound on one wait for the device (wait_for_async_ready, job.wait), milliseconds.
     timeout_ms: int = 10000
+
+
+#: Where a model may run (``models.placement`` values).
+PLACEMENT_CHOICES = ("auto", "npu", "cpu")
+
+
+@attrs.frozen
+class ModelsConfig:
+    #: Model id (``detection``, ``recognition_<language>``, ``classifier``) -> ``auto``,
+    #: ``npu`` or ``cpu``. ``auto`` (any model not named): the NPU when ``backend.type`` is
+    #: hailo and the model's HEF is found, else the CPU. ``npu``: start only if the HEF is
+    #: there. ``cpu``: the ONNX model. See npu/placement.py.
+    placement: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -211,6 +229,7 @@ class Config:
     backend: BackendConfig = BackendConfig()
     onnx_models: OnnxModelsConfig = OnnxModelsConfig()
     hailo_models: HailoModelsConfig = HailoModelsConfig()
+    models: ModelsConfig = ModelsConfig()
     processing: ProcessingConfig = ProcessingConfig()
     batching: BatchingConfig = BatchingConfig()
     #: Fixed-input (NPU) detectors: when an image is cut into tiles (ocr/tiling.py).
@@ -231,6 +250,15 @@ class Config:
             )
         if self.ocr.unknown_language not in ("fallback", "reject"):
             problems.append("ocr.unknown_language must be 'fallback' or 'reject'")
+        for model_id, choice in self.models.placement.items():
+            if choice not in PLACEMENT_CHOICES:
+                problems.append(
+                    f"models.placement.{model_id} must be one of {', '.join(PLACEMENT_CHOICES)}, "
+                    f"not {choice!r}"
+                )
+        for name in ("intra_op_threads", "intra_op_threads_with_npu"):
+            if getattr(self.onnx_models, name) < 0:
+                problems.append(f"onnx_models.{name} must be 0 (one per core) or more")
         if self.batching.policy not in ("adaptive", "window"):
             problems.append("batching.policy must be 'adaptive' or 'window'")
         t = self.tiling

@@ -13,7 +13,7 @@ from fakes import FakeBackend, FakeDevice, id_crop
 
 from actors.batcher import Batcher
 from actors.messages import RecResult, RecSubmission
-from actors.npu_owner import DeviceBoard
+from actors.routing import ModelTable
 
 
 async def inline_run_sync(fn, *args):
@@ -23,8 +23,8 @@ async def inline_run_sync(fn, *args):
 
 
 class DirectClient:
-    """Calls the backend directly, at most ``max_jobs_in_flight`` at a time, like the
-    NPU owner does (without its fault handling)."""
+    """Calls the backend directly, at most ``max_jobs_in_flight`` at a time, like a
+    device owner does (without its fault handling)."""
 
     def __init__(self, backend: FakeBackend, slots: int) -> None:
         self._backend = backend
@@ -76,11 +76,10 @@ async def running_batcher(
 ) -> AsyncIterator[BatcherHarness]:
     backend = FakeBackend(device)
     info = backend.load()
-    board = DeviceBoard()
-    board._set_ready(info)
     send, recv = trio.open_memory_channel[RecSubmission](256)
     batcher = Batcher(
-        DirectClient(backend, info.max_jobs_in_flight), board, policy=policy,
+        DirectClient(backend, info.max_jobs_in_flight), ModelTable.from_backends({"cpu": info}),
+        policy=policy,
         window_s=window_s, max_queued=max_queued, max_in_flight=max_in_flight,
         run_sync=None if threads else inline_run_sync,
     )

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import cv2
 import numpy as np
 import trio
 
-from npu.backend import BackendInfo, ModelSpec
-from npu.errors import DeviceLost, ModelLoadError
+from npu.backend import DETECTION, BackendInfo, ModelSpec, recognition_id
+from npu.errors import DeviceLost, InferenceError, ModelLoadError
 
 #: The fake recogniser's classes: CTC blank, the ten digits, and a space.
 CHARSET: tuple[str, ...] = ("", *"0123456789", " ")
@@ -122,7 +122,7 @@ class FakeDevice:
     layout: str = "nchw_float"
     rec_policy: str = "dynamic"
     rec_width: int = 320
-    languages: tuple[str, ...] = ("en",)
+    languages: tuple[str, ...] = ("en", "zh")  # as the default configuration
     max_jobs_in_flight: int = 1
     det_delay: float = 0.0
     rec_delay: float = 0.0
@@ -140,8 +140,10 @@ class FakeDevice:
     _counts: Counter = attrs.Factory(Counter)
     _rules: list[_Rule] = attrs.Factory(list)
 
-    def factory(self):
-        return lambda: FakeBackend(self)
+    def factory(self, device: str = "cpu") -> dict[str, Callable[[frozenset[str]], FakeBackend]]:
+        """The backend factories for ``open_ocr_service``: this fake as the one device
+        ``device``, building a backend for whatever model ids are placed on it."""
+        return {device: lambda model_ids: FakeBackend(self, model_ids)}
 
     # -- fault plan
     def _calls_of(self, kind: str | None) -> int:
@@ -165,29 +167,33 @@ class FakeDevice:
         return [c for c in self.calls if c.model_id.startswith("recognition")]
 
     def det_calls(self) -> list[Call]:
-        return [c for c in self.calls if c.model_id == "detection"]
+        return [c for c in self.calls if c.model_id == DETECTION]
 
     def ids_run(self) -> list[int]:
         """Every crop id the recogniser ran (blank frames excluded)."""
         return [i for c in self.rec_calls() for i in c.ids if i is not None]
 
-    def info(self) -> BackendInfo:
+    def info(self, model_ids: frozenset[str] | None = None) -> BackendInfo:
+        """The models this fake loads: detection and one recogniser per language, or only
+        ``model_ids`` of those."""
         specs = [
             ModelSpec(
-                id="detection", kind="detection", name="fake_det", policy="dynamic",
+                id=DETECTION, kind="detection", name="fake_det", policy="dynamic",
                 layout=self.layout, height=None, width=None, batch_size=1,  # type: ignore[arg-type]
             )
         ]
         for lang in self.languages:
             specs.append(
                 ModelSpec(
-                    id=f"recognition_{lang}", kind="recognition", name=f"fake_rec_{lang}",
+                    id=recognition_id(lang), kind="recognition", name=f"fake_rec_{lang}",
                     policy=self.rec_policy, layout=self.layout,  # type: ignore[arg-type]
                     height=48, width=self.rec_width, batch_size=self.rec_batch_size,
                     fixed_batch=self.fixed_batch, language=lang, charset=CHARSET,
                     pad_value=128 if self.layout == "nhwc_uint8_rgb" else 0,
                 )
             )
+        if model_ids is not None:
+            specs = [s for s in specs if s.id in model_ids]
         return BackendInfo(
             kind="fake", device=None, runtime_version="fake 1", models=tuple(specs),
             max_jobs_in_flight=self.max_jobs_in_flight,
@@ -197,8 +203,9 @@ class FakeDevice:
 class FakeBackend:
     """A :class:`npu.backend.Backend` running on a :class:`FakeDevice`."""
 
-    def __init__(self, device: FakeDevice) -> None:
+    def __init__(self, device: FakeDevice, model_ids: frozenset[str] | None = None) -> None:
         self.device = device
+        self.model_ids = model_ids
         self.loaded = False
 
     def load(self) -> BackendInfo:
@@ -210,7 +217,7 @@ class FakeBackend:
         d.lost = False
         d.open_backends += 1
         self.loaded = True
-        return d.info()
+        return d.info(self.model_ids)
 
     def close(self) -> None:
         if self.loaded:
@@ -220,7 +227,10 @@ class FakeBackend:
 
     async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
         d = self.device
-        kind = "detection" if model_id == "detection" else "recognition"
+        if self.model_ids is not None and model_id not in self.model_ids:
+            # As a real backend does; here it also catches a job routed to the wrong device.
+            raise InferenceError(f"model {model_id} is not loaded on this fake device")
+        kind = "detection" if model_id == DETECTION else "recognition"
         d._counts[kind] += 1
         rules = [
             r for r in d._rules
@@ -285,7 +295,7 @@ class FakeBackend:
     ) -> tuple[np.ndarray, list[int | None]]:
         """The model output and, for recognition, the id each frame shows."""
         frames = self._frames(batch)
-        if model_id == "detection":
+        if model_id == DETECTION:
             ink = [(f <= INK_MAX).all(axis=2).astype(np.float32) for f in frames]
             return np.stack(ink), []
         ids = [_frame_id(f) for f in frames]

@@ -7,7 +7,7 @@ import base64
 import io
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ import trio
 from hypercorn.trio import serve as hypercorn_serve
 from PIL import Image
 
+from npu.backend import BackendFactory
 from npu.onnx_backend import OnnxBackend
 from ocr.config import Config
 from web.app import AppState, create_app, get_state
@@ -184,16 +185,12 @@ class ControlledBackend:
         self.inner.close()
 
 
-def backend_factory(backend: ControlledBackend) -> Callable[[], ControlledBackend]:
-    return lambda: backend
-
-
-def fails_once(config: Config, fault: BaseException) -> Callable[[], object]:
-    """A backend factory: the first backend raises ``fault`` on its first call; the ones
-    made after it (the reload) are plain ONNX backends."""
+def fails_once(config: Config, fault: BaseException) -> BackendFactory:
+    """A CPU backend factory: the first backend raises ``fault`` on its first call; the
+    ones made after it (the reload) are plain ONNX backends."""
     made: list[object] = []
 
-    def make_backend():
+    def make_backend(_model_ids: frozenset[str]):
         made.append(None)
         if len(made) == 1:
             return ControlledBackend(config, fail_next=fault)
@@ -212,11 +209,11 @@ class RunningServer:
 
 @asynccontextmanager
 async def running_server(
-    config: Config, make_backend: Callable | None = None
+    config: Config, backends: Mapping[str, BackendFactory] | None = None
 ) -> AsyncIterator[RunningServer]:
     """The app under Hypercorn's Trio worker on 127.0.0.1:<free port>."""
     config = attrs.evolve(config, server=attrs.evolve(config.server, host="127.0.0.1", port=1))
-    app = create_app(config, make_backend)
+    app = create_app(config, backends)
     hc = hypercorn_config(config)
     hc.bind = ["127.0.0.1:0"]
     stop = trio.Event()

@@ -17,9 +17,10 @@ import pytest
 import trio
 import trio.testing
 from conftest import with_changes
-from fakes import FakeDevice, bars_image
+from fakes import FakeBackend, FakeDevice, bars_image
 
 from actors.batcher import refuse_submissions
+from actors.device_owner import DeviceBoard, refuse_queued_jobs, serve_device_owner
 from actors.errors import NotReady, Overloaded, RequestTimeout, ShuttingDown
 from actors.messages import (
     Accepted,
@@ -31,7 +32,7 @@ from actors.messages import (
     OcrRequest,
     RecSubmission,
 )
-from actors.npu_owner import DeviceBoard, DeviceClient, refuse_queued_jobs, serve_npu_owner
+from actors.routing import DeviceClient
 from actors.service import open_ocr_service
 from npu.errors import DeviceFault, DeviceLost, DeviceTimeout, InferenceError, ModelLoadError
 from ocr.errors import OcrInputError
@@ -90,7 +91,7 @@ async def test_concurrent_requests_each_get_their_own_lines(cfg):
     assert all(c.frames <= 8 for c in dev.rec_calls())
     assert stats.batcher.slots_filled == sum(sizes)
     assert stats.requests_admitted == len(sizes) and stats.requests_in_flight == 0
-    assert stats.device.jobs_run == len(dev.calls)
+    assert stats.devices["cpu"].jobs_run == len(dev.calls)
     # Requests shared batches: the device saw fewer batches than one per request part.
     assert any(len({i // 100 for i in c.ids}) > 1 for c in dev.rec_calls())
 
@@ -137,7 +138,7 @@ async def test_inference_error_fails_that_request_only_and_the_device_stays(cfg)
         assert svc.ready
         assert await lines(svc, [3, 4]) == ["3", "4"]
         stats = svc.statistics()
-    assert stats.device.restarts == 0 and dev.loads == 1
+    assert stats.devices["cpu"].restarts == 0 and dev.loads == 1
     assert stats.requests_failed == 1
 
 
@@ -179,8 +180,8 @@ async def test_device_fault_restarts_the_owner_and_later_requests_succeed(cfg):
         await wait_until(lambda: svc.ready)
         assert await lines(svc, [4, 5]) == ["4", "5"]
         stats = svc.statistics()
-    assert stats.device.restarts == 1
-    assert "chip reset" in stats.device.last_fault
+    assert stats.devices["cpu"].restarts == 1
+    assert "chip reset" in stats.devices["cpu"].last_fault
     assert dev.loads == 2 and dev.closes == 2 and dev.open_backends == 0
 
 
@@ -197,12 +198,12 @@ async def test_hanging_device_times_the_request_out_then_restarts(cfg):
             await svc.extract(request([1, 2, 3]))
         assert trio.current_time() - start < 0.6  # the deadline, not the device, ended it
         await wait_until(lambda: not svc.ready, within=2)  # the job timeout: a fault
-        assert "DeviceTimeout" in svc.statistics().device.last_fault
+        assert "DeviceTimeout" in svc.statistics().devices["cpu"].last_fault
         await wait_until(lambda: svc.ready, within=2)
         assert await lines(svc, [4]) == ["4"]
         stats = svc.statistics()
     assert stats.requests_timed_out == 1
-    assert stats.device.restarts == 1
+    assert stats.devices["cpu"].restarts == 1
     hung = dev.rec_calls()[0]
     assert hung.result == "cancelled"  # the owner cancelled it after the job timeout
     assert dev.open_backends == 0
@@ -315,7 +316,7 @@ async def test_cancelled_request_runs_none_of_its_crops_afterwards(cfg):
     assert len([i for i in dev.ids_run() if i in ids]) == 4  # only the batch already running
 
 
-# -- the NPU owner on its own ---------------------------------------------------------------
+# -- a device owner on its own ---------------------------------------------------------------
 
 
 @asynccontextmanager
@@ -326,10 +327,10 @@ async def running_owner(
     send, recv = trio.open_memory_channel(64)
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            partial(serve_npu_owner, dev.factory(), recv, board, job_timeout=job_timeout,
-                    backoff=0.05)
+            partial(serve_device_owner, partial(FakeBackend, dev), recv, board,
+                    job_timeout=job_timeout, backoff=0.05)
         )
-        yield DeviceClient(send), board
+        yield DeviceClient({m.id: send for m in dev.info().models}), board
         nursery.cancel_scope.cancel()
 
 

@@ -288,7 +288,7 @@ async def test_health_cache_stats_and_ready_as_the_original_clients_read_them(co
                backend={"restart_backoff_s": 0.05})
     make_backend = fails_once(cfg, DeviceFault("device lost"))
     auth = {"Authorization": "Bearer s3cret-token"}
-    async with client_for(cfg, make_backend) as client:
+    async with client_for(cfg, {"cpu": make_backend}) as client:
         health = await (await client.get("/health")).get_json()
         assert health["status"] == "ok" and health["model_loads"] == 1
         r = await client.get("/health/ready")  # probes carry no token

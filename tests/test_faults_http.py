@@ -102,9 +102,9 @@ async def _fault_round(cfg, arm, want: dict[int, set[str]], deadline_s: float) -
     assert watch.states[:1] == [True] and False in watch.states and watch.states[-1] is True
     assert after.status_code == 200 and after.json()["lines"] == ["7", "8", "9"]
     assert health["status"] == "ok"
-    assert stats.device.restarts >= 1 and stats.requests_in_flight == 0
+    assert stats.devices["cpu"].restarts >= 1 and stats.requests_in_flight == 0
     assert device.open_backends == 0  # every backend the owner made was closed
-    return {"failed": len(failed), "restarts": stats.device.restarts, "device": device}
+    return {"failed": len(failed), "restarts": stats.devices["cpu"].restarts, "device": device}
 
 
 async def test_exception_mid_batch_is_503_and_the_device_restarts(cfg):
@@ -148,4 +148,4 @@ async def test_inference_error_fails_one_request_without_a_restart(cfg):
             assert (await http.get("/health/ready")).status_code == 200
             r = await http.post("/v1/ocr/extract", json=body([5]))
             assert r.status_code == 200 and r.json()["text"] == "5"
-        assert server.state.service.statistics().device.restarts == 0
+        assert server.state.service.statistics().devices["cpu"].restarts == 0

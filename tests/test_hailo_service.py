@@ -190,7 +190,7 @@ async def test_device_faults_fail_the_request_and_the_service_recovers(
         with pytest.raises(error) as info:
             await service.extract(OcrRequest(image, ("en",)))
         assert type(info.value) is error or fault == "error"
-        stats = service.statistics().device
+        stats = service.statistics().devices["npu"]
         assert stats.restarts == 1 and error.__name__ in (stats.last_fault or "")
         await wait_until(lambda: service.ready, within_s=30)
         assert (await service.extract(OcrRequest(image, ("en",)))).text == "MARKET"

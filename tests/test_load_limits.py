@@ -18,7 +18,7 @@ async def test_twenty_at_once_against_a_limit_of_two(config):
     backend = ControlledBackend(cfg, det_gate=gate)  # holds the admitted two in detection
     image = b64(words_image(["HELLO"]))
     answers: list[tuple[int, bytes, dict, float]] = []
-    async with running_server(cfg, lambda: backend) as server:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server:
         service = server.state.service
         limits = httpx.Limits(max_connections=32)
         async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as http:

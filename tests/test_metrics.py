@@ -151,9 +151,9 @@ async def test_metrics_after_real_requests(config):
     assert fill == value(s, "hailo_ocr_rec_slots_filled_total") / value(
         s, "hailo_ocr_rec_slots_run_total")
     assert value(s, "hailo_ocr_rec_queued_crops") == 0
-    assert value(s, "hailo_ocr_device_jobs_total", result="run") >= 2 + batches
-    assert value(s, "hailo_ocr_device_busy_seconds_total") > 0
-    assert value(s, "hailo_ocr_device_restarts_total") == 0
+    assert value(s, "hailo_ocr_device_jobs_total", device="cpu", result="run") >= 2 + batches
+    assert value(s, "hailo_ocr_device_busy_seconds_total", device="cpu") > 0
+    assert value(s, "hailo_ocr_device_restarts_total", device="cpu") == 0
     info = [dict(labels) for name, labels in s if name == "hailo_ocr_backend_info"]
     assert len(info) == 1 and info[0]["backend"] == "onnx" and info[0]["device"] == ""
     assert "onnxruntime" in info[0]["runtime_version"]
@@ -168,13 +168,13 @@ async def test_device_restarts_are_counted(config):
     made: list[ControlledBackend] = []
     cfg = fast(config, backend={"restart_backoff_s": 0.01, "restart_backoff_max_s": 0.05})
 
-    def make_backend() -> ControlledBackend:
+    def make_backend(_ids) -> ControlledBackend:
         # The first backend faults on its first call; the restarted one is healthy.
         b = ControlledBackend(cfg, fail_next=DeviceFault("simulated fault") if not made else None)
         made.append(b)
         return b
 
-    app = create_app(cfg, make_backend)
+    app = create_app(cfg, {"cpu": make_backend})
     body = {"image": b64(text_image(["HELLO"])), "languages": ["en"]}
     async with app.test_app() as test_app:
         client = test_app.test_client()
@@ -186,8 +186,8 @@ async def test_device_restarts_are_counted(config):
                 if value(s, "hailo_ocr_ready") == 1:
                     break
                 await trio.sleep(0.02)
-        assert value(s, "hailo_ocr_device_restarts_total") == 1
-        assert value(s, "hailo_ocr_device_jobs_total", result="failed") >= 1
+        assert value(s, "hailo_ocr_device_restarts_total", device="cpu") == 1
+        assert value(s, "hailo_ocr_device_jobs_total", device="cpu", result="failed") >= 1
         assert (await client.post("/v1/ocr/extract", json=body)).status_code == 200
     assert len(made) == 2
 

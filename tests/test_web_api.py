@@ -33,8 +33,8 @@ LEAKS = ("Traceback", "/work/", "/root/", "/tmp/", "site-packages", 'File "')
 
 
 @asynccontextmanager
-async def client_for(config, make_backend=None):
-    app = create_app(config, make_backend)
+async def client_for(config, backends=None):
+    app = create_app(config, backends)
     async with app.test_app() as test_app:
         yield test_app.test_client(), app
 
@@ -406,7 +406,7 @@ async def test_overload_is_429_with_retry_after(config):
     gate = trio.Event()
     cfg = fast(config, server={"max_in_flight": 1})
     backend = ControlledBackend(cfg, det_gate=gate)
-    async with client_for(cfg, lambda: backend) as (client, app):
+    async with client_for(cfg, {"cpu": lambda _ids: backend}) as (client, app):
         service = get_state(app).service
         first: dict = {}
 
@@ -428,7 +428,7 @@ async def test_request_timeout_is_504(config):
     cfg = fast(config, server={"request_timeout_s": 0.3})
     gate = trio.Event()
     backend = ControlledBackend(cfg, det_gate=gate)  # detection held past the deadline
-    async with client_for(cfg, lambda: backend) as (client, _):
+    async with client_for(cfg, {"cpu": lambda _ids: backend}) as (client, _):
         with trio.fail_after(10):
             r = await post_json(client, {"image": b64(text_image(["HELLO"]))})
         await assert_error(r, 504, "request_timeout")
@@ -438,7 +438,7 @@ async def test_request_timeout_is_504(config):
 async def test_device_fault_is_503_then_the_device_recovers(config):
     cfg = fast(config, backend={"restart_backoff_s": 0.05})
     make_backend = fails_once(cfg, DeviceFault("PCIe link down at /dev/hailo0"))
-    async with client_for(cfg, make_backend) as (client, _):
+    async with client_for(cfg, {"cpu": make_backend}) as (client, _):
         r = await post_json(client, {"image": b64(text_image(["HELLO"]))})
         body = await assert_error(r, 503, "device_fault")
         assert "PCIe" not in body["error"]

@@ -27,8 +27,8 @@ from web.app import create_app, get_state
 
 
 @asynccontextmanager
-async def ws_client(config, make_backend=None):
-    app = create_app(config, make_backend)
+async def ws_client(config, backends=None):
+    app = create_app(config, backends)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         async with client.websocket("/v1/ocr/stream") as ws:
@@ -129,7 +129,7 @@ async def test_in_flight_limit_per_socket(config):
     cfg = fast(config, server={"ws_max_in_flight": 2})
     backend = ControlledBackend(cfg, det_gate=gate)
     image = b64(text_image(["HELLO"]))
-    async with ws_client(cfg, lambda: backend) as (ws, _):
+    async with ws_client(cfg, {"cpu": lambda _ids: backend}) as (ws, _):
         for i in range(3):
             await ws.send(json.dumps({"id": i, "image": image}))
         with trio.fail_after(30):
@@ -181,7 +181,7 @@ async def test_lines_stream_while_later_batches_still_run(config):
     cfg = fast(config)
     backend = ControlledBackend(cfg, rec_gate=gate, rec_free_calls=1)
     lines = WORDS[:15]
-    async with running_server(cfg, lambda: backend) as server:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server:
         async with open_websocket_url(server.ws_url + "/v1/ocr/stream") as ws:
             await ws.send_message(json.dumps({"id": "page", "image": b64(text_image(lines))}))
             seen = []
@@ -214,7 +214,7 @@ async def test_a_client_that_disconnects_cancels_its_work(config):
     gate = trio.Event()  # detection never finishes unless cancelled
     cfg = fast(config)
     backend = ControlledBackend(cfg, det_gate=gate)
-    async with running_server(cfg, lambda: backend) as server:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server:
         service = server.state.service
         async with open_websocket_url(server.ws_url + "/v1/ocr/stream") as ws:
             for i in range(3):
@@ -231,7 +231,7 @@ async def test_at_shutdown_a_socket_finishes_its_images_then_closes(config):
     gate = trio.Event()
     cfg = fast(config)
     backend = ControlledBackend(cfg, det_gate=gate)
-    async with running_server(cfg, lambda: backend) as server:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server:
         service = server.state.service
         async with open_websocket_url(server.ws_url + "/v1/ocr/stream") as ws:
             await ws.send_message(json.dumps({"id": "a", "image": b64(text_image(["HELLO"]))}))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import trio
 from quart import request, websocket
@@ -25,7 +25,7 @@ from quart_trio import QuartTrio
 
 from actors.errors import NotReady
 from actors.service import OcrService, open_ocr_service
-from npu.backend import Backend
+from npu.backend import BackendFactory
 from ocr.config import Config
 
 from . import errors
@@ -42,9 +42,11 @@ PUBLIC_PATHS = frozenset({"/health", "/health/ready"})
 class AppState:
     """What the routes need: the configuration and, while serving, the service."""
 
-    def __init__(self, config: Config, make_backend: Callable[[], Backend] | None) -> None:
+    def __init__(
+        self, config: Config, backends: Mapping[str, BackendFactory] | None
+    ) -> None:
         self.config = config
-        self.make_backend = make_backend
+        self.backends = backends
         self.service: OcrService | None = None
         self.started_at = time.monotonic()
         self.loading = False
@@ -79,7 +81,7 @@ class AppState:
     ) -> None:
         self.loading = True
         try:
-            async with open_ocr_service(self.config, self.make_backend) as service:
+            async with open_ocr_service(self.config, self.backends) as service:
                 self.service = service
                 self.loading = False
                 _log_loaded(service)
@@ -134,10 +136,11 @@ def _check_token(config: Config, header: str | None) -> None:
 
 
 def create_app(
-    config: Config, make_backend: Callable[[], Backend] | None = None
+    config: Config, backends: Mapping[str, BackendFactory] | None = None
 ) -> QuartTrio:
     """Build the app for ``config``. The actor tree starts when the app starts serving
-    (Hypercorn, or ``app.test_app()`` in tests) and stops when it stops."""
+    (Hypercorn, or ``app.test_app()`` in tests) and stops when it stops. ``backends``
+    replaces the backend factories of the devices (tests)."""
     from . import cache_routes, metrics, openapi, page, routes, ws
 
     app = QuartTrio("hailo_ocr")
@@ -150,7 +153,7 @@ def create_app(
     )
     app.json.sort_keys = False  # keep the SPEC's field order
     app.json.ensure_ascii = False  # Chinese text stays readable in responses
-    state = AppState(config, make_backend)
+    state = AppState(config, backends)
     app.extensions["hailo_ocr"] = state
 
     @app.before_serving

@@ -109,25 +109,33 @@ class ServiceCollector(Collector):
             "requests_timed_out", "OCR requests that outlived server.request_timeout_s (504).",
             s.requests_timed_out,
         )
-        # The device (NPU owner).
-        d = s.device
+        # The device owners, one series per device ("npu", "cpu": npu.placement).
+        devices = s.devices.items()
         jobs = CounterMetricFamily(
-            f"{PREFIX}_device_jobs", "Device calls by result: run, failed, skipped (the "
-            "caller left before the call started) or refused (the device was restarting).",
-            labels=["result"],
+            f"{PREFIX}_device_jobs", "Device calls by device and result: run, failed, skipped "
+            "(the caller left before the call started) or refused (the device was restarting).",
+            labels=["device", "result"],
         )
-        jobs.add_metric(["run"], float(d.jobs_run))
-        jobs.add_metric(["failed"], float(d.jobs_failed))
-        jobs.add_metric(["skipped"], float(d.jobs_skipped))
-        jobs.add_metric(["refused"], float(getattr(d, "jobs_refused", 0)))
+        for name, d in devices:
+            jobs.add_metric([name, "run"], float(d.jobs_run))
+            jobs.add_metric([name, "failed"], float(d.jobs_failed))
+            jobs.add_metric([name, "skipped"], float(d.jobs_skipped))
+            jobs.add_metric([name, "refused"], float(d.jobs_refused))
         yield jobs
-        yield gauge("device_jobs_in_flight", "Device calls running now.", d.jobs_in_flight)
-        yield counter(
-            "device_busy_seconds", "Seconds the device spent running calls.", d.busy_seconds
-        )
-        yield counter(
-            "device_restarts", "Times the backend was reloaded after a device fault.", d.restarts
-        )
+        for metric, kind, doc, attr in (
+            ("device_ready", GaugeMetricFamily,
+             "1 when the device's owner has its models loaded (0 while it restarts).", "ready"),
+            ("device_jobs_in_flight", GaugeMetricFamily, "Device calls running now.",
+             "jobs_in_flight"),
+            ("device_busy_seconds", CounterMetricFamily,
+             "Seconds the device spent running calls.", "busy_seconds"),
+            ("device_restarts", CounterMetricFamily,
+             "Times the device's backend was reloaded after a fault.", "restarts"),
+        ):
+            fam = kind(f"{PREFIX}_{metric}", doc, labels=["device"])
+            for name, d in devices:
+                fam.add_metric([name], float(getattr(d, attr)))
+            yield fam
         # The recognition batcher.
         b = s.batcher
         yield counter("rec_batches", "Recognition batches run on the device.", b.batches)

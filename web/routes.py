@@ -12,6 +12,7 @@ import trio
 from quart import Blueprint, current_app, request
 
 from actors.messages import OcrRequest
+from actors.service import OcrService
 from ocr.config import Config
 
 from .app import get_state
@@ -42,9 +43,11 @@ async def health() -> dict[str, Any]:
     if service is not None:
         languages = list(service.languages)
         device, backend = service.info.device, service.info.kind
+        devices = device_states(service)
     else:
         languages = list(state.config.ocr.languages)
         device, backend = None, state.config.backend.type
+        devices = []
     return {
         "status": "ok" if ready else ("starting" if service is None else "degraded"),
         "models_loaded": ready,
@@ -55,9 +58,11 @@ async def health() -> dict[str, Any]:
         "backend": backend,
         # As the original had it: how many times the models were loaded (1, plus one per
         # reload after a device fault).
-        "model_loads": stats.device.loads if stats else 0,
+        "model_loads": stats.model_loads if stats else 0,
         # Added for operators (and the graceful-shutdown test): requests being processed.
         "requests_in_flight": stats.requests_in_flight if stats else 0,
+        # Where the models run (npu.placement): each device owner, its state and models.
+        "devices": devices,
         # For leak hunting (benchmarks/soak.py): both must stay flat under steady load.
         "debug": {"threads": threading.active_count(), "tasks": count_tasks()},
         # For clients that size their work to the server (``hailo-ocr read``).
@@ -74,6 +79,21 @@ def limits_json(config: Config) -> dict[str, int]:
         "ws_max_in_flight": server.ws_max_in_flight,
         "max_body_bytes": server.max_body_bytes,
     }
+
+
+def device_states(service: OcrService) -> list[dict[str, Any]]:
+    """Each device owner as ``/health`` shows it: its state (``ready``, or why not:
+    ``models_loading``, ``device_fault`` while it restarts, ``stopped``), the models it
+    serves and how often it restarted. No fault text: ``/health`` is public."""
+    out = []
+    for name, stats in service.device_statistics().items():
+        out.append({
+            "device": name,
+            "state": "ready" if stats.ready else (stats.reason or "not_ready"),
+            "models": [m for m, placed in service.models.models.items() if placed.device == name],
+            "restarts": stats.restarts,
+        })
+    return out
 
 
 def count_tasks() -> int:
@@ -108,14 +128,20 @@ async def ready():
 @bp.get("/models")
 async def models() -> dict[str, Any]:
     service = get_state(current_app).require_service()
-    status = "loaded" if service.ready else "unavailable"
+    devices = service.device_statistics()
     data = []
     for m in service.info.models:
         entry: dict[str, Any] = {"id": m.id, "name": m.name, "type": m.kind}
         if m.language:
             entry["language"] = m.language
-        entry["status"] = status
+        device = service.models.device(m.id)
+        entry["status"] = (
+            "loaded" if devices[device].ready and not service.closing else "unavailable"
+        )
         entry["batch_size"] = m.batch_size
+        # Where it runs (npu.placement) and the file it was loaded from.
+        entry["device"] = device
+        entry["file"] = m.path
         data.append(entry)
     return {"object": "list", "data": data}
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from npu.backend import Backend
+from npu.backend import BackendFactory
 from ocr.config import Config
 
 from .app import create_app, get_state
@@ -62,12 +62,12 @@ def hypercorn_config(config: Config) -> HyperConfig:
 
 async def serve(
     config: Config,
-    make_backend: Callable[[], Backend] | None = None,
+    backends: Mapping[str, BackendFactory] | None = None,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGINT/SIGTERM; ``task_status.started`` gets the bound URLs."""
-    app = create_app(config, make_backend)
+    app = create_app(config, backends)
     state = get_state(app)
     hc = hypercorn_config(config)
     stop = trio.Event()

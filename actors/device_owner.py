@@ -1,7 +1,12 @@
-"""The NPU owner: the only code that calls the inference backend.
+"""A device owner: the only code that calls a device's inference backend.
 
-It loads the models, publishes readiness and model facts on its :class:`DeviceBoard`,
-and serves :class:`~actors.messages.InferJob` s from a bounded channel, at most
+There is one owner per device that serves a model (:mod:`npu.placement`): the NPU owner
+holds the Hailo device and the HEFs placed on it, the CPU owner the ONNX Runtime sessions
+placed on the CPU. Both are this same actor with a different backend, each with its own
+inbox and its own :class:`DeviceBoard`; a fault of one leaves the other serving.
+
+An owner loads its models, publishes readiness and model facts on its board, and serves
+:class:`~actors.messages.InferJob` s from a bounded channel, at most
 ``max_jobs_in_flight`` at a time (a backend property: 1 on the CPU, more on an NPU whose
 scheduler pipelines). Jobs are taken first come, first served from one channel, so
 neither detection nor recognition can starve the other. A job whose caller has gone is
@@ -26,7 +31,6 @@ import math
 from collections.abc import Callable
 
 import attrs
-import numpy as np
 import outcome
 import trio
 
@@ -36,7 +40,7 @@ from npu.errors import BackendError, DeviceFault, DeviceTimeout, InferenceError
 from .errors import ShuttingDown, fresh_error
 from .messages import InferJob
 
-log = logging.getLogger("hailo_ocr.npu_owner")
+log = logging.getLogger("hailo_ocr.device_owner")
 
 #: Longest the jobs in flight may take to finish once the service is stopping.
 SHUTDOWN_GRACE_S = 5.0
@@ -44,6 +48,7 @@ SHUTDOWN_GRACE_S = 5.0
 
 @attrs.frozen
 class DeviceStatistics:
+    device: str  # "npu" or "cpu"
     ready: bool
     reason: str | None  # why not ready: "models_loading", "device_fault", ...
     jobs_run: int
@@ -59,10 +64,11 @@ class DeviceStatistics:
 
 
 class DeviceBoard:
-    """What the NPU owner publishes. Written only by the owner; read by anyone through
+    """What a device owner publishes. Written only by the owner; read by anyone through
     :meth:`statistics` (a snapshot) or :meth:`wait_ready`."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
         self._ready = False
         self._reason: str | None = "models_loading"
         self._info: BackendInfo | None = None
@@ -107,7 +113,7 @@ class DeviceBoard:
 
     def statistics(self) -> DeviceStatistics:
         return DeviceStatistics(
-            ready=self._ready, reason=self._reason, jobs_run=self.jobs_run,
+            device=self.device, ready=self._ready, reason=self._reason, jobs_run=self.jobs_run,
             jobs_failed=self.jobs_failed, jobs_skipped=self.jobs_skipped,
             jobs_in_flight=self.jobs_in_flight, busy_seconds=self.busy_seconds,
             restarts=self.restarts, last_fault=self.last_fault, info=self._info,
@@ -132,28 +138,6 @@ def _answer(reply: trio.MemorySendChannel, result: outcome.Outcome) -> None:
 
 def _refuse(job: InferJob, error: BaseException) -> None:
     _answer(job.reply, outcome.Error(fresh_error(error)))
-
-
-class DeviceClient:
-    """The orchestrator's and batcher's handle on the NPU owner: sends a job, awaits its
-    reply. Cancelling the caller closes its reply channel, which the owner sees."""
-
-    def __init__(self, jobs: trio.MemorySendChannel) -> None:
-        self._jobs = jobs
-
-    async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
-        reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome](1)
-        async with reply_recv:
-            job = InferJob(model_id, batch, reply_send, trio.current_time())
-            try:
-                await self._jobs.send(job)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise ShuttingDown("the device owner has stopped") from None
-            try:
-                result = await reply_recv.receive()
-            except trio.EndOfChannel:  # pragma: no cover - the owner always answers
-                raise DeviceFault("the device owner dropped the job") from None
-            return result.unwrap()
 
 
 @attrs.define
@@ -295,7 +279,7 @@ async def _close(backend: Backend) -> None:
             log.exception("closing the backend failed")
 
 
-async def serve_npu_owner(
+async def serve_device_owner(
     make_backend: Callable[[], Backend],
     jobs: trio.MemoryReceiveChannel,
     board: DeviceBoard,
@@ -324,20 +308,24 @@ async def serve_npu_owner(
                 if first or not isinstance(exc, Exception):
                     raise
                 board.last_fault = f"{type(exc).__name__}: {exc}"
-                log.error("reloading the backend failed (%s); retrying in %.2f s", exc, delay)
+                log.error(
+                    "%s: reloading the backend failed (%s); retrying in %.2f s", board.device,
+                    exc, delay,
+                )
                 await _refuse_jobs_for(delay, jobs, board, "the device is restarting")
                 delay = min(delay * 2, backoff_max)
                 continue
             board._set_ready(info)
             if first:
                 log.info(
-                    "backend %s ready (%s, device %s): %s", info.kind, info.runtime_version,
-                    info.device or "cpu", ", ".join(f"{m.id}={m.name}" for m in info.models),
+                    "%s: backend %s ready (%s, device %s): %s", board.device, info.kind,
+                    info.runtime_version, info.device or "cpu",
+                    ", ".join(f"{m.id}={m.name}" for m in info.models),
                 )
                 task_status.started(info)
                 first = False
             else:
-                log.warning("backend %s restarted and ready", info.kind)
+                log.warning("%s: backend %s restarted and ready", board.device, info.kind)
             runs_before = board.jobs_run
             serving = _Serving(
                 backend, board, job_timeout, trio.Semaphore(max(1, info.max_jobs_in_flight))
@@ -347,13 +335,17 @@ async def serve_npu_owner(
                 return  # the job channel closed: the service is stopping
             except Exception as exc:
                 if not isinstance(exc, DeviceFault):
-                    log.exception("the device owner failed unexpectedly; restarting it")
+                    log.exception("%s: the device owner failed unexpectedly; restarting it",
+                                  board.device)
                 board._set_not_ready("device_fault")
                 board.last_fault = f"{type(exc).__name__}: {exc}"
                 board.restarts += 1
                 if board.jobs_run > runs_before:
                     delay = backoff  # it worked for a while: start the backoff afresh
-                log.error("device fault: %s; restarting the backend in %.2f s", exc, delay)
+                log.error(
+                    "%s: device fault: %s; restarting the backend in %.2f s", board.device, exc,
+                    delay,
+                )
             finally:
                 await _close(backend)
             await _refuse_jobs_for(delay, jobs, board, "the device is restarting after a fault")
