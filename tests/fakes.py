@@ -101,6 +101,8 @@ class Call:
     started: float
     finished: float | None = None
     result: str = "running"  # "ok", "error: <type>", "cancelled"
+    shape: tuple[int, ...] = ()  # the batch's shape and dtype, as the device received it
+    dtype: str = ""
 
 
 @attrs.define
@@ -239,7 +241,8 @@ class FakeBackend:
         ]
         for r in rules:
             d._rules.remove(r)
-        call = Call(model_id, int(batch.shape[0]), [], trio.current_time())
+        call = Call(model_id, int(batch.shape[0]), [], trio.current_time(),
+                    shape=tuple(batch.shape), dtype=str(batch.dtype))
         d.calls.append(call)
         d.active_calls += 1
         d.max_active_calls = max(d.max_active_calls, d.active_calls)

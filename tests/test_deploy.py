@@ -27,6 +27,7 @@ import pytest
 import yaml
 from sandbox_tools import ResourceServer, SandboxHost
 
+from npu.placement import plan_placement
 from ocr.config import ConfigError, load_config
 from web.cli import build_parser
 
@@ -72,7 +73,12 @@ def test_pi_config_is_valid_and_open_like_the_original():
     assert (hm.detection_hef, hm.recognition_hefs["en"]) == ("ocr_det.hef", "ocr.hef")
     assert "/var/lib/hailo-ocr/resources/models/hailo10h" in hm.search_paths  # the original's
     assert hm.group_id == "SHARED"
-    assert set(config.ocr.languages) <= set(hm.recognition_hefs)
+    # With the HEFs found: English on the NPU, Chinese on the CPU beside it.
+    placement = plan_placement(config, find=Path)
+    assert {m.model_id: m.device for m in placement.models} == {
+        "detection": "npu", "recognition_en": "npu", "recognition_zh": "cpu",
+    }
+    assert placement.cpu_threads == 2
 
 
 def test_unit_runs_the_service_hardened():

@@ -127,6 +127,23 @@ _SCHEMAS: dict[str, Any] = {
                 "a device fault.",
             },
             "requests_in_flight": {"type": "integer"},
+            "devices": {
+                "type": "array",
+                "description": "Each device that runs a model (models.placement), its state "
+                "('ready', or why not: models_loading, device_fault while it restarts, "
+                "stopped), the model ids it serves and its restarts after faults.",
+                "items": {
+                    "type": "object",
+                    "required": ["device", "state", "models", "restarts"],
+                    "properties": {
+                        "device": {"enum": ["npu", "cpu"]},
+                        "state": {"type": "string",
+                                  "examples": ["ready", "models_loading", "device_fault"]},
+                        "models": {"type": "array", "items": {"type": "string"}},
+                        "restarts": {"type": "integer"},
+                    },
+                },
+            },
             "debug": {
                 "type": "object",
                 "description": "Live thread and Trio task counts (flat under steady load).",
@@ -153,7 +170,7 @@ _SCHEMAS: dict[str, Any] = {
             "reason": {
                 "type": "string",
                 "examples": [
-                    "models_loading", "not_started", "draining", "shutting_down", "restarting",
+                    "models_loading", "not_started", "draining", "shutting_down", "device_fault",
                 ],
             },
         },
@@ -166,8 +183,13 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string", "description": "Model file name."},
             "type": {"enum": ["detection", "recognition", "classifier"]},
             "language": {"type": "string"},
-            "status": {"enum": ["loaded", "unavailable"]},
+            "status": {
+                "enum": ["loaded", "unavailable"],
+                "description": "unavailable while its device restarts after a fault",
+            },
             "batch_size": {"type": "integer"},
+            "device": {"enum": ["npu", "cpu"], "description": "Where it runs (models.placement)."},
+            "file": {"type": ["string", "null"], "description": "The file it was loaded from."},
         },
     },
     "ModelList": {

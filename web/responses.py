@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.messages import Accepted, Detected, Done, Event, Failed, LineRecognised, OcrResult
-from npu.backend import BackendInfo
+from npu.backend import BackendInfo, recognition_id
 
 from .errors import describe_and_log
 
@@ -28,7 +28,7 @@ def hailo_info(info: BackendInfo, language: str) -> dict[str, Any]:
         "device": info.device,
         "backend": info.kind,
         "detection_model": _model_name(info, "detection"),
-        "recognition_model": _model_name(info, f"recognition_{language}"),
+        "recognition_model": _model_name(info, recognition_id(language)),
     }
 
 
