@@ -131,7 +131,7 @@ def _place_on_hailo_host(config: Config, model_id: str, find: FindFile) -> Model
     if name is None:
         if choice == "npu":
             raise ModelLoadError(f"{key} is npu, but {_where(config, model_id)} names no HEF")
-        return ModelPlacement(model_id, CPU, f"no HEF configured ({_where(config, model_id)})")
+        return ModelPlacement(model_id, CPU, f"no HEF configured in {_where(config, model_id)}")
     try:
         path = find(name)
     except ModelLoadError as exc:
