@@ -21,6 +21,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import textgen
 
 STANDIN = Path(__file__).resolve().parent / "hailo_standin"
 sys.path.insert(0, str(STANDIN))
@@ -211,7 +212,7 @@ def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
         pytest.skip("web/ is not there yet")
     config = tmp_path / "hailo-ocr.yaml"
     config.write_text(
-        "ocr:\n  languages: [en]\n  default_language: en\n"
+        "ocr:\n  languages: [en, zh]\n  default_language: en\n"
         "hailo_models:\n"
         f"  detection_hef: {hailo_files.det.name}\n"
         f"  recognition_hefs: {{en: {hailo_files.rec.name}}}\n"
@@ -241,8 +242,14 @@ def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
             time.sleep(0.2)
         health = httpx.get(f"{base}/health", timeout=5).json()
         assert health["backend"] == "hailo" and health["hailo_device"] == "0000:01:00.0"
+        assert [(d["device"], d["state"]) for d in health["devices"]] == [
+            ("npu", "ready"), ("cpu", "ready"),
+        ]
         models = httpx.get(f"{base}/models", timeout=5).json()["data"]
-        assert {m["name"] for m in models} == {"ocr_det.hef", "ocr.hef"}
+        # No Chinese HEF: Chinese is read on the CPU beside the NPU.
+        assert {(m["name"], m["device"]) for m in models} == {
+            ("ocr_det.hef", "npu"), ("ocr.hef", "npu"), ("PP-OCRv6_rec_small.onnx", "cpu"),
+        }
         r = httpx.post(
             f"{base}/v1/ocr/extract", timeout=60,
             files={"image": ("line.png", long_line_image("SILVER"), "image/png")},
@@ -251,6 +258,17 @@ def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
         body = r.json()
         assert r.status_code == 200 and body["success"] and body["text"] == "SILVER", body
         assert body["hailo_info"]["detection_model"] == "ocr_det.hef"
+        fonts = textgen.cjk_fonts()
+        if fonts:  # (without a CJK font the Chinese half is tested in test_hailo_placement)
+            page = textgen.lines_image(["欢迎光临北京"], fonts[0], size=30)
+            r = httpx.post(
+                f"{base}/v1/ocr/extract", timeout=60,
+                files={"image": ("zh.png", textgen.encode(page.image), "image/png")},
+                data={"languages": "zh"},
+            )
+            body = r.json()
+            assert r.status_code == 200 and body["text"] == "欢迎光临北京", body
+            assert body["hailo_info"]["recognition_model"] == "PP-OCRv6_rec_small.onnx"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -261,3 +279,5 @@ def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
     assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
     log = out.decode(errors="replace")
     assert "HailoRT 5.2.0" in log and "loaded ocr_det.hef: input (544, 960, 3)" in log
+    assert "placement: recognition_zh runs on the CPU (no HEF configured" in log
+    assert "placement: detection runs on the NPU" in log

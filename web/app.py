@@ -109,7 +109,7 @@ class AppState:
 
 def _log_loaded(service: OcrService) -> None:
     info = service.info
-    models = ", ".join(f"{m.id}={m.name}" for m in info.models)
+    models = ", ".join(f"{m.id}={m.name} on the {service.models.device(m.id)}" for m in info.models)
     log.info(
         "backend %s loaded (device %s, runtime %s); models: %s; languages: %s",
         info.kind, info.device or "cpu", info.runtime_version, models, ", ".join(info.languages),
