@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.messages import Accepted, Detected, Done, Event, Failed, LineRecognised, OcrResult
-from npu.backend import BackendInfo, recognition_id
+from npu.backend import DETECTION, BackendInfo, recognition_id
 
 from .errors import describe_and_log
 
@@ -27,7 +27,7 @@ def hailo_info(info: BackendInfo, language: str) -> dict[str, Any]:
     return {
         "device": info.device,
         "backend": info.kind,
-        "detection_model": _model_name(info, "detection"),
+        "detection_model": _model_name(info, DETECTION),
         "recognition_model": _model_name(info, recognition_id(language)),
     }
 
