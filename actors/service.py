@@ -24,7 +24,14 @@ from functools import partial
 import attrs
 import trio
 
-from npu.backend import CLASSIFIER, DETECTION, BackendFactory, BackendInfo, recognition_id
+from npu.backend import (
+    CLASSIFIER,
+    DETECTION,
+    Backend,
+    BackendFactory,
+    BackendInfo,
+    recognition_id,
+)
 from npu.errors import ModelLoadError
 from npu.placement import CPU, NPU, Placement, plan_placement
 from ocr.config import Config
@@ -55,12 +62,12 @@ def backend_factories(config: Config, placement: Placement) -> dict[str, Backend
     the Hailo backend is only imported when a model is placed on the NPU, and it imports
     ``hailo_platform`` only when it loads."""
 
-    def npu(model_ids: frozenset[str]):
+    def npu(model_ids: frozenset[str]) -> Backend:
         from npu.hailo_backend import HailoBackend
 
         return HailoBackend(config, model_ids)
 
-    def cpu(model_ids: frozenset[str]):
+    def cpu(model_ids: frozenset[str]) -> Backend:
         from npu.onnx_backend import OnnxBackend
 
         return OnnxBackend(config, model_ids, threads=placement.cpu_threads)
@@ -91,13 +98,11 @@ class ServiceStatistics:
 class OcrService:
     def __init__(
         self, config: Config, boards: Mapping[str, DeviceBoard], orchestrator: Orchestrator,
-        batcher: Batcher, models: ModelTable, placement: Placement,
+        batcher: Batcher, models: ModelTable,
     ) -> None:
         self.config = config
         #: Which device serves which model, and each model's facts (immutable).
         self.models = models
-        #: Where each model was placed at start, and why.
-        self.placement = placement
         #: The backends seen as one (``hailo_info``, ``/health``, the log).
         self.info: BackendInfo = models.backend_info()
         self._boards = dict(boards)
@@ -382,7 +387,7 @@ async def open_ocr_service(
                 PipelineSettings.from_config(config), device, rec_send, models,
                 withdraw=batcher.withdraw,
             )
-            service = OcrService(config, boards, orchestrator, batcher, models, placement)
+            service = OcrService(config, boards, orchestrator, batcher, models)
             try:
                 yield service
             finally:
