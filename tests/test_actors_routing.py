@@ -15,12 +15,12 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 from conftest import with_changes
-from fakes import FakeDevice, bars_image
+from fakes import FakeBackend, FakeDevice, bars_image
 
 from actors.errors import NotReady, RequestTimeout
 from actors.messages import OcrRequest
 from actors.service import OcrService, open_ocr_service
-from npu.errors import DeviceFault, DeviceLost
+from npu.errors import DeviceFault, DeviceLost, ModelLoadError
 from npu.placement import CPU, NPU, ModelPlacement, Placement
 
 BAR_W = 120  # narrow enough that a bar fits the fixed 320-column recogniser whole
@@ -163,6 +163,19 @@ async def test_a_slow_cpu_batch_does_not_hold_up_the_npu(cfg):
         assert await read(svc, [41], "en") == ["41"]
         assert trio.current_time() - start < 0.5
         assert cpu.rec_calls()[0].result == "running"
+
+
+async def test_a_backend_must_load_exactly_the_models_placed_on_its_device(cfg):
+    cfg = with_changes(cfg, ocr={"languages": ("en",)})
+    dev = cpu_device()  # English and Chinese: one more than this configuration places
+    with pytest.raises(ModelLoadError, match="loaded detection, recognition_en, recognition_zh "
+                                             "but was given detection, recognition_en"):
+        async with open_ocr_service(cfg, {CPU: lambda _ids: FakeBackend(dev)}):
+            pytest.fail("the service must not start")  # pragma: no cover
+    assert dev.open_backends == 0
+    with pytest.raises(ValueError, match="no backend factory for device"):
+        async with open_ocr_service(cfg, npu_device().factory(NPU)):
+            pytest.fail("the service must not start")  # pragma: no cover
 
 
 # -- faults on either owner ---------------------------------------------------------------------
