@@ -73,7 +73,7 @@ def request(ids, lang, rid=None) -> OcrRequest:
 async def read(svc, ids, lang) -> list[str]:
     result = await svc.extract(request(ids, lang))
     assert result.language == lang
-    return result.text.split("\n") if result.text else []
+    return list(result.lines)
 
 
 def expected(ids) -> list[str]:

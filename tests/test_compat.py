@@ -43,8 +43,8 @@ LINES = ["HELLO WORLD", "ORANGE GARDEN"]
 
 
 @asynccontextmanager
-async def client_for(config, make_backend=None):
-    app = create_app(config, make_backend)
+async def client_for(config, backends=None):
+    app = create_app(config, backends)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 

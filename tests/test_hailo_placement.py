@@ -189,7 +189,7 @@ async def test_chinese_reads_as_the_cpu_default_reads_the_same_boxes(
             assert len(crops) == len(truth)
             assert got == await reference.read(crops)
             # ... and that is the text drawn, line for line.
-            assert [squash(t) for t in result.text.split("\n")] == [squash(t) for t in truth]
+            assert [squash(t) for t in result.lines] == [squash(t) for t in truth]
         # Not one Chinese line went to the NPU's English model; detection did run there.
         assert _standin.jobs_run(str(hailo_files.rec)) == npu_rec_jobs
         assert _standin.jobs_run(str(hailo_files.det)) >= len(pages)

@@ -242,13 +242,39 @@ async def test_the_original_device_key_opens_the_npu(tmp_path, hailo_standin, ha
     raw = attrs.evolve(config, hailo_models=attrs.evolve(config.hailo_models,
                                                          device="/dev/hailo0"))
     with pytest.raises(Exception, match="does not know the device id"):
-        async with open_ocr_service(raw, lambda: HailoBackend(raw)):
+        async with open_ocr_service(raw, {"npu": lambda ids: HailoBackend(raw, ids)}):
             pass
 
     async with open_ocr_service(config) as service:
         assert service.info.kind == "hailo" and service.languages == ("en",)
         result = await service.extract(OcrRequest(text_image(["SILVER"]), ("en",)))
     assert words_of(result.text) == ["SILVER"]
+
+
+def test_the_originals_hefs_place_each_model(tmp_path):
+    """The original named a Chinese HEF (``ocr_chinese.hef``) that a Pi rarely has. With
+    ``zh`` turned on and no placement keys (the original had none), every model is
+    ``auto``: English and detection on the NPU, Chinese on the CPU until its HEF is there."""
+    from npu.placement import plan_placement
+
+    for name in ("ocr_det.hef", "ocr.hef"):
+        (tmp_path / name).write_bytes(b"HEF")
+    path = tmp_path / "hailo-ocr.yaml"
+    path.write_text(
+        ORIGINAL_CONFIG.replace("    - en\n", "    - en\n    - zh\n")
+        .replace("hailo_models:\n", f"hailo_models:\n  models_root: {tmp_path}\n")
+        + "backend:\n  type: hailo\n"
+    )
+    config = load_config(path, env={})
+    placement = plan_placement(config)
+    assert {m.model_id: m.device for m in placement.models} == {
+        "detection": "npu", "recognition_en": "npu", "recognition_zh": "cpu",
+    }
+    (zh,) = (m for m in placement.models if m.model_id == "recognition_zh")
+    assert zh.fallback and "ocr_chinese.hef" in zh.reason
+    assert placement.cpu_threads == config.onnx_models.intra_op_threads_with_npu
+    (tmp_path / "ocr_chinese.hef").write_bytes(b"HEF")
+    assert plan_placement(config).device_of("recognition_zh") == "npu"
 
 
 # -- the real server, started the way the original's unit started it ----------------------

@@ -195,7 +195,8 @@ async def test_a_dropped_connection_resends_what_was_in_flight(config, tmp_path)
     cfg = quick(config)
     backend = ControlledBackend(cfg, det_gate=gate)
     files, words = write_pages(tmp_path, 4)
-    async with running_server(cfg, lambda: backend) as server, proxied(server) as proxy:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server, \
+            proxied(server) as proxy:
         service = server.state.service
         client = StreamClient(ClientSettings(proxy.url, in_flight=4), files, ServerLimits())
         outcomes = []
@@ -220,7 +221,8 @@ async def test_a_silent_connection_is_given_up_and_its_files_resent(config, tmp_
     cfg = quick(config)
     backend = ControlledBackend(cfg, det_gate=gate)
     files, words = write_pages(tmp_path, 2)
-    async with running_server(cfg, lambda: backend) as server, proxied(server) as proxy:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server, \
+            proxied(server) as proxy:
         service = server.state.service
         settings = ClientSettings(proxy.url, in_flight=2, timeout_s=1.0)
         client = StreamClient(settings, files, ServerLimits())

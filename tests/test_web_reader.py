@@ -133,7 +133,7 @@ async def test_resume_after_an_interrupted_run(config, tmp_path):
     root.mkdir()
     _, words = write_pages(root, 10)
     out = tmp_path / "out.jsonl"
-    async with running_server(cfg, lambda: backend) as server:
+    async with running_server(cfg, {"cpu": lambda _ids: backend}) as server:
         service = server.state.service
         # One at a time: the fourth file's detection is held once three files are read
         # (with more in flight, a held detection would hold the device from their
