@@ -105,17 +105,23 @@ INSTALL_HINT = (
 
 
 def missing_parts(config: Config) -> list[str]:
-    """What stops the Hailo backend from loading before it is tried, in words: HailoRT's
-    Python bindings, a HEF file the configuration names, the device itself. Empty when
-    all are there (the device may still be busy or refuse us: that is found at load)."""
+    """What stops the NPU from serving any model before it is tried, in words: HailoRT's
+    Python bindings, the HEF files, the device itself. Empty when all are there (the
+    device may still be busy or refuse us: that is found at load).
+
+    HEFs count only when none of the models that may use one (placement not ``cpu``) has
+    its file: one missing alone moves only its model to the CPU (``npu.placement``)."""
     import importlib.util
 
     missing = []
     if importlib.util.find_spec("hailo_platform") is None:
         missing.append("HailoRT's Python bindings (hailo_platform) are not installed")
-    for hef in configured_hefs(config):
-        if hef.path is None:
-            missing.append(f"{hef.name} is missing (looked in {', '.join(hef.tried)})")
+    hefs = [h for h in configured_hefs(config)
+            if config.models.placement.get(h.role) != "cpu"]
+    if not hefs:
+        missing.append("models.placement puts every model on the CPU")
+    elif all(hef.path is None for hef in hefs):
+        missing += [f"{hef.name} is missing (looked in {', '.join(hef.tried)})" for hef in hefs]
     if not missing:
         try:
             presence = hailo_devices.probe(_import_hailo())

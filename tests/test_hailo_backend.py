@@ -481,10 +481,19 @@ def test_pyhailort_classes_without_a_status_code_are_classified():
 
 def test_missing_parts_name_what_would_stop_the_npu(hcfg, hailo_standin, monkeypatch, tmp_path):
     assert hailo_backend.missing_parts(hcfg) == []
-    no_hef = attrs.evolve(hcfg, hailo_models=attrs.evolve(
+    # One HEF missing moves only its model to the CPU (npu.placement): the NPU still serves.
+    no_det = attrs.evolve(hcfg, hailo_models=attrs.evolve(
         hcfg.hailo_models, detection_hef="ocr_det_missing.hef", search_paths=(str(tmp_path),)))
-    (miss,) = hailo_backend.missing_parts(no_hef)
-    assert miss.startswith("ocr_det_missing.hef is missing (looked in ")
+    assert hailo_backend.missing_parts(no_det) == []
+    no_hef = attrs.evolve(no_det, hailo_models=attrs.evolve(
+        no_det.hailo_models, recognition_hefs={"en": "ocr_missing.hef"}))
+    misses = hailo_backend.missing_parts(no_hef)
+    assert [m.split(" (")[0] for m in misses] == [
+        "ocr_det_missing.hef is missing", "ocr_missing.hef is missing"]
+    # A model placed on the CPU needs no HEF: the one left decides.
+    en_on_cpu = attrs.evolve(no_det, models=attrs.evolve(
+        no_det.models, placement={"recognition_en": "cpu"}))
+    assert len(hailo_backend.missing_parts(en_on_cpu)) == 1
     hailo_standin.set_devices([])
     assert hailo_backend.missing_parts(hcfg) == ["no Hailo device is present"]
     import importlib.util

@@ -4,6 +4,7 @@ and what it says to do; and the sample image it sends is read back exactly."""
 from __future__ import annotations
 
 import argparse
+import re
 
 import attrs
 import trio
@@ -32,6 +33,8 @@ async def test_all_checks_pass_with_the_token_and_fail_without(config, capsys):
         assert code == 0, out
         assert "ok    extract  read 'HAILO OCR VERIFY 2468'" in out
         assert "ok    ready    ready" in out and "skip  device" in out
+        # The models as the service placed them (GET /models): each with its device.
+        assert re.search(r"ok +models +detection=\S+ on cpu, recognition_en=\S+ on cpu", out)
         code, out = await trio.to_thread.run_sync(run_verify, args(server.url, "nope"), capsys)
     assert code == 1
     # Refused where the token is first needed: /health/ready, or (where readiness is

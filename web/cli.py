@@ -77,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-fallback",
         action="store_true",
         help=(
-            "with the hailo backend: when HailoRT's Python bindings, a HEF file or the device "
-            "itself is missing, serve on the CPU (onnx) instead of refusing to start, and log "
-            "why (the installed unit uses this; `hailo-ocr verify` reports it)"
+            "with the hailo backend: when HailoRT's Python bindings or the device itself is "
+            "missing, or no HEF file is found, serve on the CPU (onnx) instead of refusing to "
+            "start, and log why (the installed unit uses this; `hailo-ocr verify` reports "
+            "it). With some HEFs found, only the models without one run on the CPU"
         ),
     )
 

@@ -155,7 +155,10 @@ def check_models(ctx: Context) -> Check:
         if status == 401:  # /health/ready may be public; /models never is with a token
             return _refused("models", ctx)
         if status == 200 and isinstance(body, dict):
-            loaded = ", ".join(f"{m.get('id')}={m.get('name')}" for m in body.get("data", []))
+            loaded = ", ".join(
+                f"{m.get('id')}={m.get('name')}" + (f" on {m['device']}" if m.get("device") else "")
+                for m in body.get("data", [])
+            )
     if not ctx.npu_wanted:
         if not ctx.ready:
             return Check("models", "skip", "the service is not ready")
@@ -166,8 +169,8 @@ def check_models(ctx: Context) -> Check:
     if missing:
         names = ", ".join(h.name for h in missing)
         return Check("models", "warn",
-                     f"{names} not found (looked in {', '.join(missing[0].tried)}); the service "
-                     f"runs on the CPU until they are in place",
+                     f"{names} not found (looked in {', '.join(missing[0].tried)}); their "
+                     f"models run on the CPU until they are in place",
                      FETCH_COMMAND)
     detail = "; ".join(f"{h.name} at {h.path}" for h in hefs)
     if ctx.running_backend not in (None, "hailo"):
