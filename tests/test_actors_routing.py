@@ -99,6 +99,7 @@ async def test_each_model_runs_on_the_device_it_was_placed_on(cfg):
             "detection": NPU, "recognition_en": NPU, "recognition_zh": CPU,
         }
         assert svc.devices_for("en") == (NPU,) and svc.devices_for("zh") == (NPU, CPU)
+        assert svc.statistics().model_loads == 1  # two devices, one load of the models
     assert {c.model_id for c in npu.calls} == {"detection", "recognition_en"}
     assert {c.model_id for c in cpu.calls} == {"recognition_zh"}
     assert sorted(npu.ids_run()) == [11, 12, 13] and sorted(cpu.ids_run()) == [21, 22]
@@ -205,6 +206,8 @@ async def test_a_cpu_fault_leaves_the_npu_serving_and_the_cpu_comes_back(cfg):
         await wait_until(lambda: svc.ready)
         assert trio.current_time() - faulted >= 0.6
         assert await read(svc, [4, 5], "zh") == ["4", "5"]
+        # /health's model_loads as the original counted: one load, then one reload.
+        assert svc.statistics().model_loads == 2
         stats = svc.statistics().devices
     assert stats[CPU].restarts == 1 and "arena" in stats[CPU].last_fault
     assert stats[NPU].restarts == 0 and stats[NPU].jobs_failed == 0
