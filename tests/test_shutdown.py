@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Final
 
 import httpx
 import pytest
@@ -34,6 +36,10 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 REPO = Path(__file__).resolve().parent.parent
 GRACE_S = 60.0
 DRAIN_S = 3.0
+#: Work in flight at SIGTERM, in seconds of one page read alone: enough to outlast the
+#: drain by far even if concurrent pages are read twice as fast as one alone.
+WORK_IN_DRAINS: Final = 4.0
+MAX_PAGES: Final = 150
 #: How far the server's clock may lag the test's on a loaded 2-core machine.
 SLACK_S = 1.0
 
@@ -55,7 +61,9 @@ def session_members(sid: int) -> list[int]:
 
 async def start_server(tmp_path: Path) -> tuple[trio.Process, str, Path]:
     settings = {
-        "server": {"shutdown_grace_s": GRACE_S, "drain_delay_s": DRAIN_S},
+        "server": {
+            "shutdown_grace_s": GRACE_S, "drain_delay_s": DRAIN_S, "max_in_flight": MAX_PAGES + 8,
+        },
         "ocr": {"det_limit_type": "max", "det_limit_side_len": 960},
     }
     cfg = tmp_path / "config.yaml"
@@ -81,12 +89,19 @@ async def test_sigterm_drains_then_finishes_rest_and_websocket_work_then_exits_c
     proc, url, log_path = await start_server(tmp_path)
     ws_url = url.replace("http", "ws") + "/v1/ocr/stream"
     try:
-        # Sixteen 6-line pages: about 6 s of work on two quiet cores, so requests are still
-        # in flight when the drain ends and the refusals that follow can be seen.
-        jobs = [WORDS[(2 * i) % 12 : (2 * i) % 12 + 6] for i in range(16)]
-        images = [base64.b64encode(text_image(lines)).decode() for lines in jobs]
         small_lines = WORDS[:2]
         small = base64.b64encode(text_image(small_lines)).decode()
+        # Requests must still be in flight when the drain ends, or the refusals that follow
+        # cannot be seen: the number of 6-line pages is calibrated on this machine, now.
+        probe_page = base64.b64encode(text_image(WORDS[:6])).decode()
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            await http.post("/v1/ocr/extract", json={"image": probe_page})  # warm
+            started = time.monotonic()
+            await http.post("/v1/ocr/extract", json={"image": probe_page})
+            one_page_s = time.monotonic() - started
+        pages = min(MAX_PAGES, max(16, math.ceil(2 * WORK_IN_DRAINS * DRAIN_S / one_page_s)))
+        jobs = [WORDS[(2 * i) % 12 : (2 * i) % 12 + 6] for i in range(pages)]
+        images = [base64.b64encode(text_image(lines)).decode() for lines in jobs]
         ws_lines = WORDS[12:18]
         rest: dict[int, httpx.Response] = {}
         late: list[tuple[float, str]] = []  # (sent, outcome) of new requests after SIGTERM
