@@ -19,6 +19,10 @@ the raw mapping before it is built into a :class:`~ocr.config.Config`:
 - reinterpreted: ``hailo_models.device: /dev/hailoN`` names a device *node*, which
   HailoRT does not take as a device id; the original never selected a device with it
   either, so it means "the Hailo device" (null);
+- widened: the original served every language of ``hailo_models.recognition_hefs``
+  (``ocr.languages`` was only the request default), so a file recognised as the original's
+  loads those languages too, after its own ``ocr.languages``. A Pi whose original config
+  names ``zh: ocr_chinese.hef`` it never had reads Chinese on the CPU (placement ``auto``);
 - ignored, with a WARNING each: the keys in :data:`IGNORED` and :data:`IGNORED_SECTIONS`.
 """
 
@@ -30,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
+
+from .languages import normalise_language
 
 #: Keys of the original that change nothing here, and why (the WARNING says it).
 IGNORED: Final[Mapping[tuple[str, str], str]] = {
@@ -153,4 +159,31 @@ def translate(
             )
             hailo["device"] = None
 
+    if warnings or notes:  # some key only the original had: the file is the original's
+        notes.extend(_serve_every_hef_language(out))
     return Translation(out, tuple(warnings), tuple(notes))
+
+
+def _serve_every_hef_language(out: dict[str, Any]) -> list[str]:
+    """Add the languages of ``hailo_models.recognition_hefs`` to ``ocr.languages`` (in
+    ``out``, in place) as the original served them; a note for each one added."""
+    hailo, ocr = _section(out, "hailo_models"), _section(out, "ocr")
+    hefs = hailo.get("recognition_hefs") if hailo is not None else None
+    if not isinstance(hefs, Mapping) or ocr is None:
+        return []
+    given = ocr.get("languages")
+    if isinstance(given, str):
+        given = [given]
+    if not isinstance(given, list | tuple) or not given:
+        return []  # the defaults, or a malformed value the builder refuses by name
+    have = {normalise_language(str(lang)) for lang in given}
+    added = [
+        lang for lang in hefs if isinstance(lang, str) and normalise_language(lang) not in have
+    ]
+    ocr["languages"] = [*given, *added]
+    return [
+        f"hailo_models.recognition_hefs.{lang} (from the original hailo-ocr) is served: "
+        f"language {lang!r} is loaded beside ocr.languages, on the NPU when its HEF is "
+        "found, otherwise on the CPU"
+        for lang in added
+    ]

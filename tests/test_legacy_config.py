@@ -21,6 +21,7 @@ from pathlib import Path
 import attrs
 import httpx
 import pytest
+import textgen
 import trio
 import yaml
 from helpers_server import b64, text_image, wait_listening, words_of
@@ -96,7 +97,8 @@ def test_the_original_config_yaml_loads_with_its_meaning(original_yaml, caplog):
     caplog.set_level(logging.INFO, logger="hailo_ocr.config")
     c = load_config(original_yaml, env={})
     assert (c.server.host, c.server.port) == ("0.0.0.0", 11436)
-    assert c.ocr.languages == ("en",) and c.ocr.default_language == "en"
+    # Its ocr.languages was the request default; it served every recognition_hefs language.
+    assert c.ocr.languages == ("en", "zh") and c.ocr.default_language == "en"
     assert (c.ocr.det_threshold, c.ocr.rec_threshold) == (0.3, 0.5)
     h = c.hailo_models
     assert h.detection_hef == "ocr_det.hef"
@@ -110,6 +112,19 @@ def test_the_original_config_yaml_loads_with_its_meaning(original_yaml, caplog):
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("processing.cache_ttl_seconds" in m and "cache.ttl_s" in m for m in infos)
     assert any("/dev/hailo0" in m for m in infos)
+    assert any("recognition_hefs.zh" in m and "served" in m for m in infos)
+
+
+def test_only_the_originals_file_loads_every_hef_language(tmp_path):
+    """A file of this service loads what ``ocr.languages`` says; the original's keys mark a
+    file as the original's, whose HEF languages are served (aliases not doubled)."""
+    ours = "ocr:\n  languages: [en]\nhailo_models:\n  recognition_hefs: {en: ocr.hef, zh: z.hef}\n"
+    assert _load_text(tmp_path, ours).ocr.languages == ("en",)
+    theirs = ours + "processing:\n  jpeg_quality: 90\n"
+    assert _load_text(tmp_path, theirs).ocr.languages == ("en", "zh")
+    aliased = theirs.replace("languages: [en]", "languages: [ch_sim]")
+    c = _load_text(tmp_path, aliased)
+    assert (c.ocr.languages, c.ocr.default_language) == (("zh", "en"), "zh")
 
 
 def test_its_rendered_json_loads_from_ocr_config_path(original_yaml, original_json, caplog):
@@ -226,7 +241,7 @@ async def test_the_original_device_key_opens_the_npu(tmp_path, hailo_standin, ha
     (the stand-in refuses it as HailoRT does: an unknown device id, status 2); read as the
     original meant it, the service starts and reads."""
     from actors.messages import OcrRequest
-    from actors.service import open_ocr_service
+    from actors.service import backend_factories, open_ocr_service
     from npu.hailo_backend import HailoBackend
 
     path = tmp_path / "hailo-ocr.yaml"
@@ -241,12 +256,17 @@ async def test_the_original_device_key_opens_the_npu(tmp_path, hailo_standin, ha
 
     raw = attrs.evolve(config, hailo_models=attrs.evolve(config.hailo_models,
                                                          device="/dev/hailo0"))
+    from npu.placement import plan_placement
+
+    factories = {**backend_factories(raw, plan_placement(raw)),
+                 "npu": lambda ids: HailoBackend(raw, ids)}
     with pytest.raises(Exception, match="does not know the device id"):
-        async with open_ocr_service(raw, {"npu": lambda ids: HailoBackend(raw, ids)}):
+        async with open_ocr_service(raw, factories):
             pass
 
     async with open_ocr_service(config) as service:
-        assert service.info.kind == "hailo" and service.languages == ("en",)
+        # English on the NPU; the original's zh (its HEF absent here) on the CPU.
+        assert service.info.kind == "hailo" and service.languages == ("en", "zh")
         result = await service.extract(OcrRequest(text_image(["SILVER"]), ("en",)))
     assert words_of(result.text) == ["SILVER"]
 
@@ -294,10 +314,18 @@ async def test_the_service_starts_on_the_original_json_config(tmp_path, original
         url = await wait_listening(proc, log_path)
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
             health = (await http.get("/health")).json()
-            assert health["status"] == "ok" and health["languages_supported"] == ["en"]
+            assert health["status"] == "ok" and health["languages_supported"] == ["en", "zh"]
             r = await http.post("/v1/ocr/extract", json={
                 "image": b64(text_image(["HELLO"])), "languages": ["en"]})
             assert r.status_code == 200 and r.json()["text"] == "HELLO"
+            fonts = textgen.cjk_fonts()
+            if fonts:  # its recognition_hefs named zh: Chinese is read, not read as English
+                page = textgen.encode(textgen.lines_image(["中文识别服务"], fonts[0], 40).image)
+                r = await http.post("/v1/ocr/extract", json={
+                    "image": b64(page), "languages": ["ch_sim"]})
+                body = r.json()
+                assert r.status_code == 200 and body["language"] == "zh", body
+                assert body["text"] == "中文识别服务", body
     finally:
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
