@@ -49,7 +49,6 @@ not summing to 1) the model outputs logits and a softmax is applied after each c
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable
@@ -74,7 +73,7 @@ from .errors import (
     InferenceError,
     ModelLoadError,
 )
-from .hailo_charsets import charset_for, check_classes
+from .hailo_charsets import charset_for
 from .hailo_errors import (
     HAILO_INVALID_OPERATION,
     HAILO_TIMEOUT,
@@ -83,14 +82,21 @@ from .hailo_errors import (
     is_hailort_error,
     status_of,
 )
+from .hef_specs import (
+    DET_PAD_VALUE,
+    DEVICE_NODE,
+    REC_PAD_VALUE,
+    detection_spec,
+    import_hailort,
+    looks_like_probabilities,
+    recognition_spec,
+    softmax,
+)
 from .models import configured_hefs, resolve_model_path
 
 log = logging.getLogger("hailo_ocr.hailo")
 
-DET_PAD_VALUE = 114  # Hailo's letterbox grey for ocr_det.hef
-REC_PAD_VALUE = 128  # Hailo's right padding for ocr.hef crops
 DEFAULT_JOBS_IN_FLIGHT = 2  # detection of one image pipelines with recognition of another
-DEVICE_NODE = "/dev/hailo0"
 LOAD_JOB_TIMEOUT_MS = 30000  # the warm-up job at load (first job of a freshly loaded model)
 
 INSTALL_HINT = (
@@ -133,11 +139,7 @@ def missing_parts(config: Config) -> list[str]:
 
 
 def _import_hailo() -> Any:
-    try:
-        import hailo_platform
-    except ImportError as exc:
-        raise BackendUnavailable(f"{INSTALL_HINT} (import error: {exc})") from exc
-    return hailo_platform
+    return import_hailort(INSTALL_HINT)
 
 
 # --- the process-wide VDevice ---------------------------------------------------------
@@ -302,26 +304,6 @@ def _check_single_edges(infer_model: Any, path: Path) -> None:
             )
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
-
-
-def _looks_like_probabilities(out: np.ndarray, *, rows: bool) -> bool:
-    """True when ``out`` holds probabilities (rows summing to 1 for a class output)."""
-    if out.size == 0 or not np.isfinite(out).all():
-        return False
-    if out.min() < -0.02 or out.max() > 1.02:
-        return False
-    if not rows:
-        return True
-    sums = out.reshape(-1, out.shape[-1]).sum(axis=1)
-    # Float outputs are dequantised from 8 or 16 bits: allow the rounding.
-    return float(np.median(np.abs(sums - 1.0))) < 0.1
-
-
 class HailoBackend:
     """Runs the compiled detection and recognition models on a Hailo NPU."""
 
@@ -380,26 +362,9 @@ class HailoBackend:
         if DETECTION in self._model_ids:
             det_path = resolve_model_path(cfg.detection_hef, base, cfg.search_paths)
             det = self._open(hp, det_path, cfg.batch_size_det)
-            if len(det.input_shape) != 3 or det.input_shape[2] != 3:
-                raise ModelLoadError(
-                    f"{det_path.name}: expected an HxWx3 RGB input, the HEF has "
-                    f"{det.input_shape}"
-                )
-            det_map = tuple(d for d in det.output_shape if d != 1)
-            if len(det_map) != 2:
-                raise ModelLoadError(
-                    f"{det_path.name}: expected a one-channel probability map, the HEF "
-                    f"outputs {det.output_shape}"
-                )
+            specs.append(detection_spec(det_path.name, det.input_shape, det.output_shape,
+                                        det.chunk, path=str(det_path)))
             self._models[DETECTION] = det
-            specs.append(
-                ModelSpec(
-                    id=DETECTION, kind="detection", name=det_path.name, policy="fixed",
-                    layout="nhwc_uint8_rgb", height=det.input_shape[0],
-                    width=det.input_shape[1], batch_size=det.chunk, fixed_batch=False,
-                    output_shape=det_map, pad_value=DET_PAD_VALUE, path=str(det_path),
-                )
-            )
 
         for lang in self._config.ocr.languages:
             model_id = recognition_id(lang)
@@ -412,24 +377,12 @@ class HailoBackend:
                 )
             path = resolve_model_path(hef, base, cfg.search_paths)
             model = self._by_path.get(path) or self._open(hp, path, cfg.batch_size_rec)
-            if len(model.input_shape) != 3 or model.input_shape[2] != 3:
-                raise ModelLoadError(
-                    f"{path.name}: expected an HxWx3 RGB input, the HEF has {model.input_shape}"
-                )
             charset = charset_for(lang, cfg.character_lists.get(lang), base, cfg.search_paths)
-            classes = model.output_shape[-1]
-            check_classes(charset, classes, path.name, lang)
-            steps = math.prod(model.output_shape[:-1])
+            specs.append(recognition_spec(
+                lang, path.name, model.input_shape, model.output_shape, model.chunk, charset,
+                path=str(path),
+            ))
             self._models[model_id] = model
-            specs.append(
-                ModelSpec(
-                    id=model_id, kind="recognition", name=path.name, policy="fixed",
-                    layout="nhwc_uint8_rgb", height=model.input_shape[0],
-                    width=model.input_shape[1], batch_size=model.chunk, fixed_batch=False,
-                    language=lang, charset=charset, output_shape=(steps, classes),
-                    pad_value=REC_PAD_VALUE, path=str(path),
-                )
-            )
         if not specs:
             raise ModelLoadError(
                 "no model to load on the NPU: none of ocr.languages "
@@ -503,7 +456,7 @@ class HailoBackend:
         frame = np.full((1, *model.input_shape), pad, dtype=np.uint8)
         out = np.empty((1, *model.output_shape), dtype=np.float32)
         self._run_blocking(model, frame, out)
-        if _looks_like_probabilities(out, rows=rows):
+        if looks_like_probabilities(out, rows=rows):
             model.activation = "none"
         else:
             model.activation = "softmax" if rows else "sigmoid"
@@ -677,7 +630,7 @@ class HailoBackend:
             return prob
         probs = out.reshape(n, -1, model.output_shape[-1])
         if model.activation == "softmax":
-            probs = await trio.to_thread.run_sync(_softmax, probs)
+            probs = await trio.to_thread.run_sync(softmax, probs)
         return probs
 
     # -- closing --------------------------------------------------------------------------
