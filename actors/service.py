@@ -32,6 +32,7 @@ from npu.backend import (
     BackendInfo,
     recognition_id,
 )
+from npu.backend_choice import DEVICE_MANAGER, HAILO, BackendChoice, choose_backend
 from npu.errors import ModelLoadError
 from npu.placement import CPU, NPU, Placement, plan_placement
 from ocr.config import Config
@@ -57,12 +58,19 @@ JOB_QUEUE = 64
 SUBMISSION_QUEUE = 256
 
 
-def backend_factories(config: Config, placement: Placement) -> dict[str, BackendFactory]:
-    """The backend of each device, built for the model ids placed on it. Imported lazily:
-    the Hailo backend is only imported when a model is placed on the NPU, and it imports
-    ``hailo_platform`` only when it loads."""
+def backend_factories(
+    config: Config, placement: Placement, npu_kind: str = HAILO
+) -> dict[str, BackendFactory]:
+    """The backend of each device, built for the model ids placed on it; the NPU's is
+    ``npu_kind`` (:func:`npu.backend_choice.choose_backend`): HailoRT in this process, or
+    hailo-device-manager. Imported lazily: an NPU backend is only imported when a model is
+    placed on the NPU, and it imports ``hailo_platform`` only when it loads."""
 
     def npu(model_ids: frozenset[str]) -> Backend:
+        if npu_kind == DEVICE_MANAGER:
+            from npu.device_manager_backend import DeviceManagerBackend
+
+            return DeviceManagerBackend(config, model_ids)
         from npu.hailo_backend import HailoBackend
 
         return HailoBackend(config, model_ids)
@@ -98,13 +106,16 @@ class ServiceStatistics:
 class OcrService:
     def __init__(
         self, config: Config, boards: Mapping[str, DeviceBoard], orchestrator: Orchestrator,
-        batcher: Batcher, models: ModelTable,
+        batcher: Batcher, models: ModelTable, choice: BackendChoice,
     ) -> None:
         self.config = config
         #: Which device serves which model, and each model's facts (immutable).
         self.models = models
         #: The backends seen as one (``hailo_info``, ``/health``, the log).
         self.info: BackendInfo = models.backend_info()
+        #: Which backend runs the NPU's models (or that none does) and why (``auto``
+        #: resolved).
+        self.backend_choice = choice
         self._boards = dict(boards)
         self._orchestrator = orchestrator
         self._batcher = batcher
@@ -350,9 +361,15 @@ async def open_ocr_service(
     ``async with`` body comes out as itself. Leaving the context cancels the tree; the
     backends are closed and every request still waiting gets ``ShuttingDown``.
     """
-    placement = placement or plan_placement(config)
+    choice = choose_backend(config)
+    if backends is None:
+        log.info("backend %s (%s)", choice.kind, choice.reason)
+    else:
+        choice = BackendChoice(choice.kind, "backends given by the caller")
+    placement = placement or plan_placement(config, backend=choice)
     _log_placement(placement)
-    factories = backends if backends is not None else backend_factories(config, placement)
+    factories = (backends if backends is not None
+                 else backend_factories(config, placement, choice.kind))
     devices = placement.devices
     missing = [d for d in devices if d not in factories]
     if missing:
@@ -387,7 +404,7 @@ async def open_ocr_service(
                 PipelineSettings.from_config(config), device, rec_send, models,
                 withdraw=batcher.withdraw,
             )
-            service = OcrService(config, boards, orchestrator, batcher, models)
+            service = OcrService(config, boards, orchestrator, batcher, models, choice)
             try:
                 yield service
             finally:

@@ -36,6 +36,10 @@ class ConfigError(OcrInputError):
     code = "invalid_config"
 
 
+#: What ``backend.type`` (and ``--backend``) accepts.
+BACKEND_TYPES: Final = ("onnx", "hailo", "device-manager", "auto")
+
+
 @attrs.frozen
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -105,7 +109,10 @@ class OcrConfig:
 
 @attrs.frozen
 class BackendConfig:
-    #: "onnx" (CPU, embedded models, the default) or "hailo" (NPU, HEF files).
+    #: "onnx" (CPU, embedded models, the default), "hailo" (NPU, HEF files, opened by this
+    #: process), "device-manager" (the same HEFs run by the hailo-device-manager daemon,
+    #: which holds the NPU for every service on the host), or "auto" (the manager when its
+    #: socket exists, else the NPU when /dev/hailo0 exists, else the CPU).
     type: str = "onnx"
     #: Jobs the device may hold at once; 0 = the backend's own preference.
     max_jobs_in_flight: int = 0
@@ -188,6 +195,18 @@ class ModelsConfig:
 
 
 @attrs.frozen
+class DeviceManagerConfig:
+    """How to reach hailo-device-manager (``backend.type: device-manager``)."""
+
+    #: Its Unix socket; None = ``$HAILO_DEVICE_SOCKET`` (the manager's own variable), else
+    #: /run/hailo/device.sock.
+    socket: str | None = None
+    #: Longest wait for one reply. The manager runs every service's jobs one at a time, so
+    #: ours can queue behind another service's (a VLM answer takes seconds): generous.
+    timeout_s: float = 30.0
+
+
+@attrs.frozen
 class ProcessingConfig:
     #: Largest image dimension, pixels, as the original service meant it: a larger image
     #: is scaled down to it (aspect kept) before detection; boxes are still given in the
@@ -230,6 +249,7 @@ class Config:
     onnx_models: OnnxModelsConfig = OnnxModelsConfig()
     hailo_models: HailoModelsConfig = HailoModelsConfig()
     models: ModelsConfig = ModelsConfig()
+    device_manager: DeviceManagerConfig = DeviceManagerConfig()
     processing: ProcessingConfig = ProcessingConfig()
     batching: BatchingConfig = BatchingConfig()
     #: Fixed-input (NPU) detectors: when an image is cut into tiles (ocr/tiling.py).
@@ -240,8 +260,13 @@ class Config:
 
     def validate(self) -> Config:
         problems = []
-        if self.backend.type not in ("onnx", "hailo"):
-            problems.append(f"backend.type must be 'onnx' or 'hailo', not {self.backend.type!r}")
+        if self.backend.type not in BACKEND_TYPES:
+            problems.append(
+                f"backend.type must be one of {', '.join(BACKEND_TYPES)}, "
+                f"not {self.backend.type!r}"
+            )
+        if self.device_manager.timeout_s <= 0:
+            problems.append("device_manager.timeout_s must be more than 0")
         if not self.ocr.languages:
             problems.append("ocr.languages must name at least one language")
         if self.ocr.default_language not in self.ocr.languages:

@@ -105,3 +105,24 @@ def hailo_files(hailo_model_dir):
     from hailo_testing import write_models
 
     return write_models(hailo_model_dir)
+
+
+@pytest.fixture
+def device_manager(hailo_standin):
+    """A running TEST DOUBLE of hailo-device-manager (tests/fake_device_manager.py) on the
+    stand-in, at a short socket path (a Unix socket's path is limited to 107 bytes);
+    stopped, its socket gone, before the stand-in checks that the device is free."""
+    import shutil
+    import tempfile
+
+    from fake_device_manager import FakeDeviceManager
+
+    directory = tempfile.mkdtemp(prefix="hdm-", dir="/tmp")
+    # The real daemon waits 1000 ms for a job; the stand-in computes on a shared CPU.
+    manager = FakeDeviceManager(Path(directory) / "device.sock", job_wait_ms=30000)
+    manager.start()
+    try:
+        yield manager
+    finally:
+        manager.stop()
+        shutil.rmtree(directory, ignore_errors=True)

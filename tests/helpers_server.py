@@ -6,14 +6,19 @@ from __future__ import annotations
 import base64
 import io
 import re
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 
 import attrs
 import cv2
+import httpx
 import numpy as np
 import trio
 from hypercorn.trio import serve as hypercorn_serve
@@ -245,3 +250,50 @@ def fast(config: Config, **sections: dict) -> Config:
     return attrs.evolve(config, **{
         name: attrs.evolve(getattr(config, name), **keys) for name, keys in changes.items()
     })
+
+
+@attrs.define
+class ServedProcess:
+    """A ``hailo-ocr serve`` subprocess: where it listens; its log and exit status once
+    it has stopped."""
+
+    proc: subprocess.Popen
+    base: str
+    log: str = ""
+    returncode: int | None = None
+
+
+@contextmanager
+def serve_subprocess(
+    args: list[str], *, env: dict[str, str], cwd: Path, ready_within_s: float = 90.0
+) -> Iterator[ServedProcess]:
+    """``python -m web.cli serve ARGS`` on a free loopback port, yielded once
+    ``/health/ready`` answers 200 (failing at once, with the log, if it exits first);
+    stopped with SIGTERM on the way out (killed after 30 s)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "serve", *args, "--port", str(port)],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    served = ServedProcess(proc, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + ready_within_s
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            try:
+                if httpx.get(f"{served.base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        yield served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        served.log = out.decode(errors="replace")
+        served.returncode = proc.returncode

@@ -8,11 +8,7 @@ as the actor tree promises; and the real server starts with ``--backend hailo``.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,8 +23,8 @@ STANDIN = Path(__file__).resolve().parent / "hailo_standin"
 sys.path.insert(0, str(STANDIN))
 
 from hailo_platform import VDevice, _standin  # noqa: E402  (the stand-in)
-from hailo_testing import hailo_config  # noqa: E402
-from helpers_server import wait_until  # noqa: E402
+from hailo_testing import hailo_config, write_config_file  # noqa: E402
+from helpers_server import serve_subprocess, wait_until  # noqa: E402
 from parity_support import load_score_module  # noqa: E402
 
 from actors.messages import OcrRequest  # noqa: E402
@@ -200,12 +196,6 @@ async def test_device_faults_fail_the_request_and_the_service_recovers(
 # --- the real server ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
     if not (REPO / "web" / "cli.py").is_file():
@@ -220,26 +210,11 @@ def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
         f"  search_paths: [{hailo_files.det.parent}]\n",
         encoding="utf-8",
     )
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN), str(REPO)])}
-    env = {k: v for k, v in env.items() if not k.startswith("HAILO_OCR_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve", "--backend", "hailo", "--config", str(config),
-         "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAILO_OCR_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(REPO)])
+    with serve_subprocess(["--backend", "hailo", "--config", str(config)], env=env,
+                          cwd=tmp_path) as served:
+        base = served.base
         health = httpx.get(f"{base}/health", timeout=5).json()
         assert health["backend"] == "hailo" and health["hailo_device"] == "0000:01:00.0"
         assert [(d["device"], d["state"]) for d in health["devices"]] == [
@@ -269,15 +244,8 @@ def test_hailo_ocr_serve_with_the_hailo_backend(hailo_files, tmp_path):
             body = r.json()
             assert r.status_code == 200 and body["text"] == "欢迎光临北京", body
             assert body["hailo_info"]["recognition_model"] == "PP-OCRv6_rec_small.onnx"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
-    log = out.decode(errors="replace")
+    log = served.log
+    assert served.returncode == 0, log[-3000:]
     assert "HailoRT 5.2.0" in log and "loaded ocr_det.hef: input (544, 960, 3)" in log
     assert "placement: recognition_zh runs on the CPU (no HEF configured" in log
     assert "placement: detection runs on the NPU" in log

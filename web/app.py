@@ -111,8 +111,9 @@ def _log_loaded(service: OcrService) -> None:
     info = service.info
     models = ", ".join(f"{m.id}={m.name} on the {service.models.device(m.id)}" for m in info.models)
     log.info(
-        "backend %s loaded (device %s, runtime %s); models: %s; languages: %s",
-        info.kind, info.device or "cpu", info.runtime_version, models, ", ".join(info.languages),
+        "backend %s loaded (device %s, runtime %s; %s); models: %s; languages: %s",
+        info.kind, info.device or "cpu", info.runtime_version, service.backend_choice.reason,
+        models, ", ".join(info.languages),
     )
 
 

@@ -18,7 +18,7 @@ import attrs
 import trio
 import yaml
 
-from ocr.config import Config, ConfigError, config_to_dict, load_config
+from ocr.config import BACKEND_TYPES, Config, ConfigError, config_to_dict, load_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backend",
-        choices=("onnx", "hailo"),
-        help="inference backend (backend.type): onnx = CPU, hailo = NPU",
+        choices=BACKEND_TYPES,
+        help=(
+            "inference backend (backend.type): onnx = CPU, hailo = NPU opened by this "
+            "process, device-manager = NPU through hailo-device-manager, auto = the "
+            "manager if its socket exists, else the NPU if present, else the CPU"
+        ),
     )
     p.add_argument(
         "--log-level",
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help="print the JSON response for each image (one per line)"
     )
-    p.add_argument("--backend", choices=("onnx", "hailo"), help="inference backend (backend.type)")
+    p.add_argument("--backend", choices=BACKEND_TYPES, help="inference backend (backend.type)")
 
     from . import reader  # its own module: the client side of the service
 

@@ -120,7 +120,12 @@ _SCHEMAS: dict[str, Any] = {
             "memory_usage_mb": {"type": "integer"},
             "uptime_seconds": {"type": "integer"},
             "hailo_device": {"type": ["string", "null"]},
-            "backend": {"enum": ["onnx", "hailo"]},
+            "backend": {"enum": ["onnx", "hailo", "device-manager", "auto"]},
+            "backend_reason": {
+                "type": ["string", "null"],
+                "description": "Why this backend runs the models (backend auto: the "
+                "device manager, the NPU or the CPU); null while the models load.",
+            },
             "model_loads": {
                 "type": "integer",
                 "description": "Times the models were loaded: 1, plus one per reload after "
@@ -263,7 +268,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["device", "detection_model", "recognition_model"],
         "properties": {
             "device": {"type": ["string", "null"], "description": "null on the CPU backend"},
-            "backend": {"enum": ["onnx", "hailo"]},
+            "backend": {"enum": ["onnx", "hailo", "device-manager"]},
             "detection_model": {"type": ["string", "null"]},
             "recognition_model": {"type": ["string", "null"]},
         },

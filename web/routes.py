@@ -44,10 +44,12 @@ async def health() -> dict[str, Any]:
         languages = list(service.languages)
         device, backend = service.info.device, service.info.kind
         devices = device_states(service)
+        reason = service.backend_choice.reason
     else:
         languages = list(state.config.ocr.languages)
         device, backend = None, state.config.backend.type
         devices = []
+        reason = None
     return {
         "status": "ok" if ready else ("starting" if service is None else "degraded"),
         "models_loaded": ready,
@@ -56,6 +58,8 @@ async def health() -> dict[str, Any]:
         "uptime_seconds": int(time.monotonic() - state.started_at),
         "hailo_device": device,
         "backend": backend,
+        # Why this backend (with backend auto: the device manager, the NPU or the CPU).
+        "backend_reason": reason,
         # As the original had it: how many times the models were loaded (1, plus one per
         # reload after a device fault).
         "model_loads": stats.model_loads if stats else 0,

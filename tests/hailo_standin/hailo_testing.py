@@ -75,3 +75,17 @@ def hailo_config(config: Config, files: HailoFiles, **hailo: Any) -> Config:
         hailo_models=models,
         ocr=attrs.evolve(config.ocr, languages=("en",), default_language="en"),
     )
+
+
+def write_config_file(path: Path, files: HailoFiles) -> Path:
+    """A YAML configuration naming ``files`` (English only), for a server subprocess."""
+    path.write_text(
+        "ocr:\n  languages: [en]\n  default_language: en\n"
+        "hailo_models:\n"
+        f"  detection_hef: {files.det.name}\n"
+        f"  recognition_hefs: {{en: {files.rec.name}}}\n"
+        f"  character_lists: {{en: {files.charset.name}}}\n"
+        f"  search_paths: [{files.det.parent}]\n",
+        encoding="utf-8",
+    )
+    return path

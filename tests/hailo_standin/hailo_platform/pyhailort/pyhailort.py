@@ -668,6 +668,20 @@ class ConfiguredInferModel:
         _standin.abort_jobs_of(impl)
 
 
+class _VStreamInfo:
+    """``_pyhailort.VStreamInfo``: ``shape`` is (height, width, features) for NHWC."""
+
+    def __init__(self, edge: _Edge, network_name: str) -> None:
+        self.name = edge.name
+        self.network_name = network_name
+        self.shape = tuple(edge.shape)
+        self.format = edge.format
+        self.quant_info = edge.quant
+
+    def __repr__(self) -> str:
+        return f'VStreamInfo("{self.name}")'
+
+
 class HEF:
     """Enough of ``HEF`` to read a descriptor's shapes."""
 
@@ -684,6 +698,16 @@ class HEF:
 
     def get_network_group_names(self) -> list[str]:
         return [self._descriptor.name]
+
+    def _edges(self) -> _InferModelImpl:
+        return _InferModelImpl(None, self._descriptor)
+
+    def get_input_vstream_infos(self, name=None) -> list[_VStreamInfo]:
+        """The model's inputs as the HEF describes them (no device needed)."""
+        return [_VStreamInfo(self._edges().input, self._descriptor.name)]
+
+    def get_output_vstream_infos(self, name=None) -> list[_VStreamInfo]:
+        return [_VStreamInfo(self._edges().output, self._descriptor.name)]
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]
