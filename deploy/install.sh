@@ -112,20 +112,33 @@ say "user $SERVICE_USER"
 getent group "$SERVICE_USER" >/dev/null || groupadd --system "$SERVICE_USER"
 getent passwd "$SERVICE_USER" >/dev/null || useradd --system --gid "$SERVICE_USER" \
     --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+# join_group_of PATH WHAT: the service user joins the group of PATH (unless root's).
+join_group_of() {
+    local group members
+    group="$(stat -c %G "$1" 2>/dev/null || true)"
+    [ -n "$group" ] && [ "$group" != root ] || return 0
+    members="$(getent group "$group" | cut -d: -f4)"
+    case ",$members," in
+        *",$SERVICE_USER,"*) ;;
+        *)
+            say "adding $SERVICE_USER to group $group, which may $2"
+            usermod -aG "$group" "$SERVICE_USER" || warn "could not add $SERVICE_USER to $group"
+            CHANGED=1 ;;
+    esac
+}
 if [ "$CPU" = 0 ]; then
     # The node's group, if the udev rule restricts it (HailoRT status 36 otherwise).
     for dev in $DEVICES; do
-        group="$(stat -c %G "$(r /dev/"$dev")" 2>/dev/null || true)"
-        [ -n "$group" ] && [ "$group" != root ] || continue
-        members="$(getent group "$group" | cut -d: -f4)"
-        case ",$members," in
-            *",$SERVICE_USER,"*) ;;
-            *)
-                say "adding $SERVICE_USER to group $group, which may open /dev/$dev"
-                usermod -aG "$group" "$SERVICE_USER" || warn "could not add $SERVICE_USER to $group"
-                CHANGED=1 ;;
-        esac
+        join_group_of "$(r /dev/"$dev")" "open /dev/$dev"
     done
+    # hailo-device-manager (backend auto goes through it when its socket exists) gives its
+    # socket, mode 0660, to HAILO_DEVICE_SOCKET_GROUP, else to /dev/hailo0's group.
+    DM_SOCKET="$( (. "$(r /etc/hailo/device-manager.env)" 2>/dev/null || true
+                   echo "${HAILO_DEVICE_SOCKET:-}") )"
+    DM_SOCKET="${DM_SOCKET:-/run/hailo/device.sock}"
+    if [ -S "$(r "$DM_SOCKET")" ]; then
+        join_group_of "$(r "$DM_SOCKET")" "use hailo-device-manager's socket $DM_SOCKET"
+    fi
 fi
 
 # --- the Python environment --------------------------------------------------------------
@@ -228,7 +241,9 @@ HAILO_OCR="$(r $VENV/bin/hailo-ocr)"
 
 # --- directories and configuration ----------------------------------------------------------
 install -d -m 0750 "$(r $ETC)" && chown "root:$SERVICE_USER" "$(r $ETC)"
-install -d -m 0750 "$(r $STATE)" && chown "$SERVICE_USER:$SERVICE_USER" "$(r $STATE)"
+# 0751: hailo-device-manager, as its own user, reads the HEFs below it when the service
+# runs through it; nothing below it can be listed by others.
+install -d -m 0751 "$(r $STATE)" && chown "$SERVICE_USER:$SERVICE_USER" "$(r $STATE)"
 install -d -m 0755 "$(r $MODELS)"
 install -d -m 0750 "$(r $LOG_DIR)" && chown "$SERVICE_USER:$SERVICE_USER" "$(r $LOG_DIR)"
 

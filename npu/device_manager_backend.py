@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable
@@ -345,6 +346,7 @@ class DeviceManagerBackend:
                             "them with ours", mp.UNIT, exc)
                 await self._call(lambda: self._unload_request(plan), what="unload_model",
                                  phase="load")
+        self._warn_message_sizes(specs)
         # The node, as the direct backend and the original service report it; else the
         # id of the device the manager holds.
         device = DEVICE_NODE if plan.device_node else (ping.get("device_id") or None)
@@ -353,6 +355,22 @@ class DeviceManagerBackend:
             runtime_version=f"{mp.UNIT} at {plan.socket}",
             models=tuple(specs), max_jobs_in_flight=self._connections,
         )
+
+    def _warn_message_sizes(self, specs: list[ModelSpec]) -> None:
+        """The daemon refuses a reply over its message limit (8 MiB as its installer sets
+        it): a large-vocabulary recogniser's batch can exceed it."""
+        limit = mp.DOCUMENTED_MESSAGE_LIMIT
+        for spec in specs:
+            frame = 4 * 4 / 3 * math.prod(spec.output_shape or (0,))  # float32, as base64
+            if spec.kind != "recognition" or frame * spec.batch_size <= limit:
+                continue
+            log.warning(
+                "%s: a batch of %d comes back as about %.0f MB of JSON, over the %.0f MiB "
+                "message limit %s's installer sets (HAILO_DEVICE_MAX_MESSAGE_BYTES): raise "
+                "it, or set hailo_models.batch_size_rec to %d", spec.name, spec.batch_size,
+                frame * spec.batch_size / 1e6, limit / 2**20, mp.UNIT,
+                max(1, int(limit // frame)),
+            )
 
     def _load_request(self, plan: _Plan) -> dict[str, Any]:
         return {

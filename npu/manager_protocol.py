@@ -104,9 +104,9 @@ def body_length(header: bytes) -> int:
     return length
 
 
-def parse_reply(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+def parse_reply(body: bytes | bytearray) -> dict[str, Any]:
     try:
-        reply = json.loads(bytes(body))
+        reply = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"the reply is not JSON: {exc}") from None
     if not isinstance(reply, dict):

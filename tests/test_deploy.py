@@ -66,7 +66,7 @@ def serve_args(exec_start: str):
 
 def test_pi_config_is_valid_and_open_like_the_original():
     config = load_config(DEPLOY / "pi-config.yaml", env={})
-    assert config.backend.type == "hailo"
+    assert config.backend.type == "auto"  # the manager where it runs, else the NPU
     assert config.server.host == "0.0.0.0" and config.server.port == 11436
     assert config.server.auth_token is None  # install.sh --token turns it on
     hm = config.hailo_models
@@ -96,6 +96,10 @@ def test_unit_runs_the_service_hardened():
     assert "/var/lib/hailo-ocr" in " ".join(s["ReadWritePaths"])
     assert s["MemoryMax"] and s["CPUQuota"]
     assert s["CapabilityBoundingSet"] == []  # no capabilities at all
+    # Beside hailo-device-manager: after it, and its socket's location from its own file.
+    assert "hailo-device-manager.service" in s["After"]
+    assert "-/etc/hailo/device-manager.env" in s["EnvironmentFile"]
+    assert "AF_UNIX" in s["RestrictAddressFamilies"][0]
 
 
 def test_cpu_drop_in_switches_the_backend():

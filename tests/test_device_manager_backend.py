@@ -9,6 +9,7 @@ reference: the two must read the same text from the same images.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import struct
@@ -122,7 +123,9 @@ async def test_real_images_read_the_same_through_the_manager(devdata, direct_cfg
 # --- the service on the manager -----------------------------------------------------------------
 
 
-async def test_health_facts_and_a_clean_unload_at_shutdown(dmcfg, device_manager, hailo_files):
+async def test_health_facts_and_a_clean_unload_at_shutdown(dmcfg, device_manager, hailo_files,
+                                                            caplog):
+    caplog.set_level(logging.WARNING, "hailo_ocr.device_manager")
     async with open_ocr_service(dmcfg) as service:
         info = service.info
         assert info.kind == "device-manager" and info.device == "0000:01:00.0"
@@ -135,6 +138,8 @@ async def test_health_facts_and_a_clean_unload_at_shutdown(dmcfg, device_manager
         assert specs["recognition_en"].pad_value == 128 and specs["recognition_en"].batch_size == 8
         assert service.backend_choice.reason == "backend.type is device-manager"
         assert len(device_manager.loaded_models) == 1
+        # The stand-in's recogniser has 18 710 classes: a batch of 8 is ~32 MB of JSON.
+        assert "set hailo_models.batch_size_rec to 2" in caplog.text
     assert device_manager.loaded_models == {}
     assert device_manager.requests[-1]["action"] == "unload_model"
     assert device_manager.requests[-1]["model_path"] == str(hailo_files.det)

@@ -1,0 +1,52 @@
+"""``backend.type`` and ``auto`` resolved (npu/backend_choice.py)."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from npu.backend_choice import choose_backend
+from ocr.config import ConfigError, load_config
+
+
+def _auto(config, sock):
+    return attrs.evolve(
+        config, backend=attrs.evolve(config.backend, type="auto"),
+        device_manager=attrs.evolve(config.device_manager, socket=str(sock)),
+    )
+
+
+def test_auto_prefers_the_manager_then_the_npu_then_the_cpu(config, tmp_path):
+    sock, node = tmp_path / "device.sock", tmp_path / "hailo0"
+    cfg = _auto(config, sock)
+    choice = choose_backend(cfg, device_node=str(node))
+    assert choice.kind == "onnx" and "no Hailo NPU" in choice.reason
+    node.touch()
+    choice = choose_backend(cfg, device_node=str(node))
+    assert choice.kind == "hailo" and f"no hailo-device-manager socket ({sock})" in choice.reason
+    sock.touch()
+    choice = choose_backend(cfg, device_node=str(node))
+    assert choice.kind == "device-manager" and f"socket {sock} exists" in choice.reason
+
+
+def test_auto_finds_the_socket_the_daemon_is_told_to_use(config, tmp_path):
+    sock = tmp_path / "elsewhere.sock"
+    sock.touch()
+    cfg = attrs.evolve(config, backend=attrs.evolve(config.backend, type="auto"))
+    choice = choose_backend(cfg, environ={"HAILO_DEVICE_SOCKET": str(sock)},
+                            device_node=str(tmp_path / "none"))
+    assert choice.kind == "device-manager"
+
+
+@pytest.mark.parametrize("kind", ["onnx", "hailo", "device-manager"])
+def test_a_named_backend_is_taken_as_named(config, kind):
+    cfg = attrs.evolve(config, backend=attrs.evolve(config.backend, type=kind))
+    assert choose_backend(cfg) == choose_backend(cfg, device_node="/nonexistent")
+    assert choose_backend(cfg).kind == kind
+
+
+def test_the_configuration_names_the_accepted_types():
+    assert load_config(env={"HAILO_OCR_BACKEND": "device-manager"}).backend.type == "device-manager"
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"HAILO_OCR_BACKEND": "npu"})
+    assert "onnx, hailo, device-manager, auto" in str(info.value)
