@@ -401,7 +401,7 @@ class DeviceManagerBackend:
             model = _Model(input_shape=shape, output_shape=(), language=lang)
             frames = np.full((1, *shape), REC_PAD_VALUE, np.uint8)
             outs = await self._run_recognition(model, frames, f"recognition_{lang}")
-            spec = recognition_spec(lang, path.name, shape, outs[0].shape,
+            spec = recognition_spec(lang, path.name, shape, outs.shape[1:],
                                     self._cfg.batch_size_rec, plan.charsets[lang])
             model.output_shape = spec.output_shape or ()
             probs = outs[0].reshape(model.output_shape)
@@ -519,11 +519,10 @@ class DeviceManagerBackend:
         _, out = await self._call(build, what="detection", phase="infer", read=read)
         return out
 
-    async def _run_recognition(
-        self, model: _Model, frames: np.ndarray, what: str
-    ) -> list[np.ndarray]:
+    async def _run_recognition(self, model: _Model, frames: np.ndarray, what: str) -> np.ndarray:
         """One model batch through recognition, named as such so the manager neither
-        splits nor pads it: each frame's output as the HEF gives it (e.g. 1 x T x C)."""
+        splits nor pads it: the frames' outputs stacked, each as the HEF gives it (e.g.
+        N x 1 x T x C)."""
         n = len(frames)
 
         def build() -> dict[str, Any]:
@@ -532,12 +531,15 @@ class DeviceManagerBackend:
                 "crops": [mp.tensor(f) for f in frames], "batch_size": n,
             })
 
-        def read(reply: dict[str, Any]) -> list[np.ndarray]:
+        def read(reply: dict[str, Any]) -> np.ndarray:
             result = reply.get("result")
             if not isinstance(result, list) or len(result) != n:
                 count = len(result) if isinstance(result, list) else "no"
                 raise mp.ProtocolError(f"{n} crops sent, {count} outputs back")
-            return [_activated(mp.array_from(t), model, rows=True, what=what) for t in result]
+            outs = [_activated(mp.array_from(t), model, rows=True, what=what) for t in result]
+            if len({o.shape for o in outs}) != 1:
+                raise mp.ProtocolError(f"outputs of several shapes: {[o.shape for o in outs]}")
+            return np.stack(outs)
 
         _, outs = await self._call(build, what=what, phase="infer", read=read)
         return outs
@@ -557,9 +559,11 @@ class DeviceManagerBackend:
         if model_id == "detection":
             # The manager's OCR handler runs one detection frame per request.
             maps = [await self._run_detection(model, batch[i]) for i in range(n)]
+            if n == 1:
+                return maps[0].reshape(1, *model.output_shape)
             return np.stack(maps).reshape(n, *model.output_shape)
         outs = await self._run_recognition(model, batch, model_id)
-        return np.stack(outs).reshape(n, *model.output_shape)
+        return outs.reshape(n, *model.output_shape)
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:

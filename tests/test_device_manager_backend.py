@@ -73,8 +73,11 @@ def images() -> list[bytes]:
     ]
 
 
-async def read_all(cfg, data: list[bytes]) -> list[list[str]]:
+async def read_all(cfg, data: list[bytes], specs: list | None = None) -> list[list[str]]:
+    """Each image's region texts; the models' specs appended to ``specs`` if given."""
     async with open_ocr_service(cfg) as service:
+        if specs is not None:
+            specs.append(service.info.models)
         out = []
         for d in data:
             r = await service.extract(OcrRequest(d, ("en",)))
@@ -89,15 +92,18 @@ async def test_reads_the_same_text_as_the_direct_hailo_backend(direct_cfg, hailo
     from fake_device_manager import FakeDeviceManager
 
     data = images()
-    direct = await read_all(direct_cfg, data)  # before the manager holds the device
+    specs: list = []
+    direct = await read_all(direct_cfg, data, specs)  # before the manager holds the device
     sock = Path(f"/tmp/hdm-same-{os.getpid()}.sock")
     with FakeDeviceManager(sock, job_wait_ms=30000) as manager:
         cfg = attrs.evolve(
             direct_cfg, backend=attrs.evolve(direct_cfg.backend, type="device-manager"),
             device_manager=attrs.evolve(direct_cfg.device_manager, socket=str(sock)),
         )
-        through = await read_all(cfg, data)
+        through = await read_all(cfg, data, specs)
         asked = list(manager.requests)
+    # The pipeline is told the same: fixed shapes, layout, pads, batch sizes, charsets.
+    assert specs[0] == specs[1]
     assert through == direct
     assert all(direct) and any("HELLO" in " ".join(t) for t in direct)
     # One model batch per call, and its size named, so the manager neither splits nor pads.
