@@ -330,7 +330,7 @@ def main() -> None:
     print(f"| round trips (wall) | {wall:.1f} | {wall * f:.0f} |")
     quota_ips = 0.2 / (theirs * f / 1000) if theirs else float("inf")
     print(f"\nThe daemon's unit caps it at CPUQuota=20%: at {theirs * f:.0f} ms of its CPU per "
-          f"image on a Pi, that alone allows about {quota_ips:.0f} images/s.")
+          f"image on a Pi, that alone allows about {quota_ips:.1f} images/s.")
     print(f"added_host_ms_per_image={ours + theirs:.1f} pi_estimate_ms={(ours + theirs) * f:.0f}")
 
 
