@@ -234,7 +234,6 @@ class DeviceManagerBackend:
         self._plan: _Plan | None = None
         self._models: dict[str, _Model] = {}
         self._idle: list[_Connection] = []
-        self._busy: set[_Connection] = set()
         self._slots: trio.Semaphore | None = None
         self._loaded = False  # the manager holds our models
         self._closed = False
@@ -425,12 +424,10 @@ class DeviceManagerBackend:
         except BaseException:
             self._slots.release()
             raise
-        self._busy.add(conn)
         return conn
 
     def _checkin(self, conn: _Connection, healthy: bool) -> None:
         assert self._slots is not None
-        self._busy.discard(conn)
         if healthy and not self._closed:
             self._idle.append(conn)
         else:
