@@ -311,7 +311,8 @@ install -d -m 0755 "$(r $DROPINS)"
     echo "# Your own changes go in another drop-in: sudo systemctl edit hailo-ocr"
     echo "[Service]"
     echo "Environment=HAILO_OCR_CONFIG=$CONFIG"
-    [ "$CPU" = 1 ] || echo "Environment=HAILO_OCR_BACKEND=hailo"
+    # auto: through hailo-device-manager when its socket exists, else the NPU directly.
+    [ "$CPU" = 1 ] || echo "Environment=HAILO_OCR_BACKEND=auto"
 } > "$GENERATED"
 install_if_changed "$GENERATED" "$(r $DROPINS/00-install.conf)" 0644 && UNITS_CHANGED=1
 rm -f "$GENERATED"

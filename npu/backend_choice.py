@@ -23,6 +23,8 @@ from .manager_protocol import UNIT, socket_path
 ONNX: Final = "onnx"
 HAILO: Final = "hailo"
 DEVICE_MANAGER: Final = "device-manager"
+#: The backends that run the models on the NPU.
+NPU_BACKENDS: Final = (HAILO, DEVICE_MANAGER)
 
 
 @attrs.frozen
@@ -32,20 +34,22 @@ class BackendChoice:
 
 
 def choose_backend(
-    config: Config, *, environ: Mapping[str, str] | None = None, device_node: str = DEVICE_NODE
+    config: Config, *, environ: Mapping[str, str] | None = None, root: str = ""
 ) -> BackendChoice:
-    """The backend ``config`` asks for; for ``auto``, the one this host calls for."""
+    """The backend ``config`` asks for; for ``auto``, the one this host calls for.
+    ``root`` looks at a system mounted there (``hailo-ocr verify --root``)."""
     kind = config.backend.type
     if kind != "auto":
         return BackendChoice(kind, f"backend.type is {kind}")
     sock = socket_path(config.device_manager.socket, environ)
-    if os.path.exists(sock):
+    device_node = DEVICE_NODE
+    if os.path.exists(root + sock):
         return BackendChoice(
             DEVICE_MANAGER,
             f"backend auto: {UNIT}'s socket {sock} exists, so the manager holds the NPU "
             f"and runs the models for every service",
         )
-    if os.path.exists(device_node):
+    if os.path.exists(root + device_node):
         return BackendChoice(
             HAILO,
             f"backend auto: {device_node} exists and no {UNIT} socket ({sock}): opening "

@@ -609,6 +609,28 @@ class DeviceManagerBackend:
                         min(UNLOAD_TIMEOUT_S, self._timeout))
 
 
+def ping(path: str, timeout: float) -> dict[str, Any]:
+    """One blocking ``ping`` of the manager at ``path``: its status reply (device id,
+    loaded models, queue depth, ...), for ``hailo-ocr verify``. Raises :class:`OSError`
+    (no socket, refused, not permitted, no answer in time) or
+    :class:`~npu.manager_protocol.ProtocolError`."""
+    request_id = "hailo-ocr-verify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(mp.frame({"action": "ping", "request_id": request_id}))
+        header = sock.recv(mp.HEADER.size, socket.MSG_WAITALL)
+        if len(header) != mp.HEADER.size:
+            raise mp.ProtocolError("the manager closed the connection without a reply")
+        n = mp.body_length(header)
+        body = sock.recv(n, socket.MSG_WAITALL)
+        if len(body) != n:
+            raise mp.ProtocolError(f"the reply ended after {len(body)} of {n} bytes")
+    reply = mp.parse_reply(body)
+    mp.check_reply_id(reply, request_id)
+    return reply
+
+
 def _activated(out: np.ndarray, model: _Model, *, rows: bool, what: str) -> np.ndarray:
     """One output as probabilities. Refused when a model that outputs probabilities sent
     something else: the manager returns a failed job's output buffer as it was."""
@@ -631,4 +653,4 @@ def _activated(out: np.ndarray, model: _Model, *, rows: bool, what: str) -> np.n
     return out
 
 
-__all__ = ["DeviceManagerBackend"]
+__all__ = ["DeviceManagerBackend", "ping"]

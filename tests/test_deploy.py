@@ -17,6 +17,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import urllib.error
 import urllib.request
@@ -86,7 +87,8 @@ def test_unit_runs_the_service_hardened():
     args = serve_args(s["ExecStart"][-1])
     assert args.command == "serve" and args.cpu_fallback and args.config is None
     assert "HAILO_OCR_CONFIG=/etc/hailo-ocr/config.yaml" in s["Environment"]
-    assert s["EnvironmentFile"] == ["-/etc/hailo-ocr/env"]
+    # hailo-device-manager's settings first (its socket), ours last: they win.
+    assert s["EnvironmentFile"] == ["-/etc/hailo/device-manager.env", "-/etc/hailo-ocr/env"]
     assert s["User"] == ["hailo-ocr"]
     assert s["Restart"] == ["on-failure"]
     for key, want in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
@@ -98,7 +100,6 @@ def test_unit_runs_the_service_hardened():
     assert s["CapabilityBoundingSet"] == []  # no capabilities at all
     # Beside hailo-device-manager: after it, and its socket's location from its own file.
     assert "hailo-device-manager.service" in s["After"]
-    assert "-/etc/hailo/device-manager.env" in s["EnvironmentFile"]
     assert "AF_UNIX" in s["RestrictAddressFamilies"][0]
 
 
@@ -235,7 +236,7 @@ def test_install_with_token_then_again_then_uninstall_and_purge(host, models):
     assert sorted(p.name for p in dropins.iterdir()) == ["00-install.conf"]
     generated = unit_settings(dropins / "00-install.conf")
     assert generated["Environment"] == ["HAILO_OCR_CONFIG=/etc/hailo-ocr/config.yaml",
-                                        "HAILO_OCR_BACKEND=hailo"]
+                                        "HAILO_OCR_BACKEND=auto"]
     assert host.path("/etc/hailo-ocr/config.yaml").read_text() == \
         (DEPLOY / "pi-config.yaml").read_text()
     env_file = host.path("/etc/hailo-ocr/env")
@@ -258,7 +259,7 @@ def test_install_with_token_then_again_then_uninstall_and_purge(host, models):
     assert "all checks passed" in r.stdout and "ok    ready    ready" in r.stdout
     # No device here: the NPU install serves on the CPU and says why.
     assert http_get(port, "/health")[1]["backend"] == "onnx"
-    assert "serving on the CPU (onnx), not the NPU" in host.service_log()
+    assert "backend onnx (backend auto: no Hailo NPU (/dev/hailo0)" in host.service_log()
 
     # verify.sh, as the original had it: passes with the token from the unit's env file.
     v = host.run("verify.sh")
@@ -457,12 +458,18 @@ def fit_device(h: SandboxHost, accelerator_type: str) -> str:
     node.parent.mkdir(parents=True)
     node.write_bytes(b"")
     node.chmod(0o660)
+    return in_a_group(h, node)
+
+
+def in_a_group(h: SandboxHost, path: Path) -> str:
+    """``path`` in a group other than root's (when the test may chown), that group known to
+    the sandbox's user tools too; its name."""
     if os.geteuid() == 0:
-        os.chown(node, -1, grp.getgrnam("daemon").gr_gid)
-    group = grp.getgrgid(node.stat().st_gid).gr_name
+        os.chown(path, -1, grp.getgrnam("daemon").gr_gid)
+    group = grp.getgrgid(path.stat().st_gid).gr_name
     if group not in (line.split(":")[0] for line in (h.state / "group").read_text().splitlines()):
         with open(h.state / "group", "a") as f:
-            f.write(f"{group}:x:{node.stat().st_gid}:\n")
+            f.write(f"{group}:x:{path.stat().st_gid}:\n")
     return group
 
 
@@ -527,3 +534,23 @@ def test_hailo8_host_gets_its_drop_in_and_hailorts_numpy_pin(host, hailort):
     assert [c["constraints"] for c in pip] == ["numpy<2\n"]
     assert "HailoRT's Python bindings require numpy<2" in r.stdout
     assert "models fetch --restart" in r.stdout  # --no-models: said how to get them
+
+
+def test_beside_hailo_device_manager_the_user_joins_its_sockets_group(host, models):
+    # The daemon's socket (mode 0660, in /dev/hailo0's group unless told otherwise); the
+    # daemon itself is not running here, so the installer's verify says so.
+    sock = host.path("/run/hailo/device.sock")
+    sock.parent.mkdir(parents=True)
+    os.mknod(sock, stat.S_IFSOCK | 0o660)
+    group = in_a_group(host, sock)
+    listen_here(host)
+    r = host.run("install.sh", "--models-url", models.url)
+    assert ["usermod", "-aG", group, "hailo-ocr"] in [c["argv"] for c in host.calls()]
+    assert "hailo-ocr" in host.group_members(group)
+    assert "which may use hailo-device-manager's socket /run/hailo/device.sock" in r.stdout
+    # verify looks at the manager (backend auto takes it where its socket is) and says what
+    # to do; the service itself runs on the CPU here, where no manager exists.
+    assert "fail  manager  hailo-device-manager at /run/hailo/device.sock does not answer" in \
+        r.stdout, r.stdout
+    assert "fix: sudo systemctl restart hailo-device-manager" in r.stdout
+    assert r.returncode == 1

@@ -4,6 +4,8 @@ and what it says to do; and the sample image it sends is read back exactly."""
 from __future__ import annotations
 
 import argparse
+import grp
+import os
 import re
 
 import attrs
@@ -84,3 +86,57 @@ def test_base_url_from_a_wildcard_host(config):
     view = ServiceView(attrs.evolve(config, server=attrs.evolve(config.server, host="::")),
                        None, False, "")
     assert verify.base_url(view) == "http://[::1]:11436"
+
+
+# --- through hailo-device-manager (its protocol-faithful double, on the HailoRT stand-in) ----
+
+
+def _manager_config(tmp_path, hailo_files, socket_path: str, backend: str = "auto"):
+    from hailo_testing import write_config_file
+
+    path = write_config_file(tmp_path / "hailo-ocr.yaml", hailo_files)
+    path.write_text(path.read_text() + f"backend:\n  type: {backend}\n"
+                    f"device_manager:\n  socket: {socket_path}\n")
+    return path
+
+
+async def test_through_the_manager_verify_checks_the_manager(
+    tmp_path, hailo_files, device_manager, capsys
+):
+    path = _manager_config(tmp_path, hailo_files, device_manager.socket_path)
+    cfg = fast(load_config(path, env={}))
+    async with running_server(cfg) as server:
+        code, out = await trio.to_thread.run_sync(
+            run_verify, args(server.url, config=str(path)), capsys)
+    assert code == 0, out
+    assert "backend device-manager" in out
+    assert (f"ok    manager  hailo-device-manager at {device_manager.socket_path}: device "
+            "0000:01:00.0, 0 other job(s) queued, 1 model set(s) loaded, ours among them") in out
+    assert "skip  device   hailo-device-manager holds it" in out
+
+
+def test_the_manager_check_says_what_is_wrong(tmp_path, hailo_files, device_manager):
+    from web.service_unit import ServiceSettings
+
+    path = _manager_config(tmp_path, hailo_files, device_manager.socket_path, "device-manager")
+    view = ServiceView(load_config(path, env={}), None, True, "test")
+    ctx = verify.Context(view=view, base_url="http://x", token=None)
+    check = verify.check_device_manager(ctx)
+    assert check.status == "ok" and "ours" not in check.detail  # nothing loaded yet
+    # The service's user may not use the socket (mode 0660, root's group).
+    nobody = ServiceSettings("hailo-ocr.service", True, "active", "nobody", (), {})
+    check = verify.check_device_manager(attrs.evolve(ctx, view=attrs.evolve(view,
+                                                                             settings=nobody)))
+    assert check.status == "fail" and "nobody may not use" in check.detail
+    group = grp.getgrgid(os.stat(device_manager.socket_path).st_gid).gr_name
+    assert check.fix == f"sudo usermod -aG {group} nobody && sudo systemctl restart hailo-ocr"
+    # A manager that is not running.
+    device_manager.stop()
+    check = verify.check_device_manager(ctx)
+    assert check.status == "fail" and "does not exist" in check.detail
+    assert "sudo systemctl enable --now hailo-device-manager" in check.fix
+    # backend auto on a host without the manager: not the path.
+    view = ServiceView(load_config(_manager_config(tmp_path, hailo_files, "/nonexistent.sock"),
+                                   env={}), None, True, "test")
+    assert verify.check_device_manager(verify.Context(view=view, base_url="http://x",
+                                                       token=None)).status == "skip"

@@ -81,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-fallback",
         action="store_true",
         help=(
-            "with the hailo backend: when HailoRT's Python bindings or the device itself is "
-            "missing, or no HEF file is found, serve on the CPU (onnx) instead of refusing to "
-            "start, and log why (the installed unit uses this; `hailo-ocr verify` reports "
-            "it). With some HEFs found, only the models without one run on the CPU"
+            "with an NPU backend (hailo, device-manager, or auto choosing one): when HailoRT's "
+            "Python bindings or the device itself is missing, or no HEF file is found, serve "
+            "on the CPU (onnx) instead of refusing to start, and log why (the installed unit "
+            "uses this; `hailo-ocr verify` reports it). With some HEFs found, only the models "
+            "without one run on the CPU"
         ),
     )
 
@@ -211,6 +212,14 @@ def _setup_logging(level: str) -> None:
     logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
+def _npu_chosen(config: Config) -> bool:
+    """The configuration runs the models on the NPU here (directly, or through
+    hailo-device-manager; ``auto`` resolved)."""
+    from npu.backend_choice import NPU_BACKENDS, choose_backend
+
+    return choose_backend(config).kind in NPU_BACKENDS
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
@@ -219,7 +228,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port == 0:  # any free port (the log says which); the config itself needs 1-65535
         config = attrs.evolve(config, server=attrs.evolve(config.server, port=0))
     _setup_logging(config.server.log_level)
-    if args.cpu_fallback and config.backend.type == "hailo":
+    if args.cpu_fallback and _npu_chosen(config):
         from npu.hailo_backend import missing_parts
 
         missing = missing_parts(config)

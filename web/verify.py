@@ -15,8 +15,11 @@ white with OpenCV's built-in font), so the check needs no file and no data set.
 from __future__ import annotations
 
 import difflib
+import grp
 import json
+import os
 import re
+import stat
 import sys
 import time
 import urllib.error
@@ -29,6 +32,9 @@ import cv2
 import numpy as np
 
 from npu import hailo_devices
+from npu import manager_protocol as mp
+from npu.backend_choice import DEVICE_MANAGER, NPU_BACKENDS, BackendChoice, choose_backend
+from npu.device_manager_backend import ping
 from npu.models import configured_hefs
 
 from .hef_fetch import FETCH_COMMAND, load_manifest
@@ -70,8 +76,18 @@ class Context:
     ready: bool = False
 
     @property
+    def environment(self) -> dict[str, str] | None:
+        """The unit's environment (None: this shell's, as ``serve`` would read it)."""
+        return dict(self.view.settings.environment) if self.view.settings else None
+
+    @property
+    def choice(self) -> BackendChoice:
+        """The backend the configuration picks on this host (``auto`` resolved)."""
+        return choose_backend(self.view.config, environ=self.environment, root=self.root)
+
+    @property
     def npu_wanted(self) -> bool:
-        return self.view.config.backend.type == "hailo"
+        return self.choice.kind in NPU_BACKENDS
 
     @property
     def running_backend(self) -> str | None:
@@ -173,7 +189,7 @@ def check_models(ctx: Context) -> Check:
                      f"models run on the CPU until they are in place",
                      FETCH_COMMAND)
     detail = "; ".join(f"{h.name} at {h.path}" for h in hefs)
-    if ctx.running_backend not in (None, "hailo"):
+    if ctx.running_backend not in (None, *NPU_BACKENDS):
         return Check("models", "warn", f"{detail}, but the service runs on "
                      f"{ctx.running_backend}", f"sudo systemctl restart hailo-ocr; {JOURNAL}")
     unverified = _unrecorded(hefs)
@@ -221,12 +237,14 @@ def check_extract(ctx: Context) -> Check:
 def check_device(ctx: Context) -> Check:
     if not ctx.npu_wanted:
         return Check("device", "skip", "the CPU backend is configured")
+    if DEVICE_MANAGER in (ctx.choice.kind, ctx.running_backend):
+        return Check("device", "skip", f"{mp.UNIT} holds it (the manager check)")
     user = ctx.view.settings.user if ctx.view.settings else None
     try:
         presence = hailo_devices.probe(root=ctx.root, user=user)
     except KeyError:  # the service user does not exist (any more)
         presence = hailo_devices.probe(root=ctx.root)
-    on_cpu = ctx.running_backend not in (None, "hailo")
+    on_cpu = ctx.running_backend not in (None, *NPU_BACKENDS)
     if not presence.nodes:
         return Check("device", "warn" if on_cpu else "fail", "no Hailo device found" + (
             "; the service runs on the CPU" if on_cpu else ""),
@@ -244,9 +262,69 @@ def check_device(ctx: Context) -> Check:
     return Check("device", "ok", f"{names}; the service uses {in_use}")
 
 
+MANAGER_PING_TIMEOUT_S: Final = 5.0
+
+
+def check_device_manager(ctx: Context) -> Check:
+    """hailo-device-manager, when the service goes through it: its socket, this service's
+    right to use it, and the daemon's own answer (device, queue, our models)."""
+    choice = ctx.choice
+    if choice.kind != DEVICE_MANAGER and ctx.running_backend != DEVICE_MANAGER:
+        return Check("manager", "skip", f"not the path ({choice.reason})")
+    path = mp.socket_path(ctx.view.config.device_manager.socket, ctx.environment)
+    where = ctx.root + path
+    restart = f"sudo systemctl restart {mp.UNIT}; journalctl -u {mp.UNIT} -n 50 --no-pager"
+    try:
+        st = os.stat(where)
+    except OSError:
+        return Check("manager", "fail", f"{mp.UNIT}'s socket {path} does not exist",
+                     f"sudo systemctl enable --now {mp.UNIT}, or backend.type hailo")
+    user = ctx.view.settings.user if ctx.view.settings else None
+    try:
+        name, uid, gids = hailo_devices.user_ids(user)
+    except KeyError:
+        name, uid, gids = hailo_devices.user_ids(None)
+    if not hailo_devices.can_open_rw(st, uid, gids):
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return Check("manager", "fail", f"{name} may not use {path} (mode "
+                     f"{stat.filemode(st.st_mode)}, group {group})",
+                     f"sudo usermod -aG {group} {name} && sudo systemctl restart hailo-ocr")
+    try:
+        status = ping(where, MANAGER_PING_TIMEOUT_S)
+    except TimeoutError:
+        return Check("manager", "warn", f"{mp.UNIT} did not answer a ping within "
+                     f"{MANAGER_PING_TIMEOUT_S:g} s (another service's long job?)", restart)
+    except (OSError, mp.ProtocolError) as exc:
+        return Check("manager", "fail", f"{mp.UNIT} at {path} does not answer ({exc})",
+                     restart)
+    broken = status.get("runtime_broken_reason")
+    if broken or "error" in status:
+        return Check("manager", "fail", f"{mp.UNIT} has no usable device: "
+                     f"{broken or status['error']}", restart)
+    ours = {str(h.path)[len(ctx.root):] for h in configured_hefs(ctx.view.config, root=ctx.root)
+            if h.role == "detection" and h.path is not None}
+    held = [m for m in status.get("loaded_models") or []
+            if m.get("model_type") == "ocr" and m.get("model_path") in ours]
+    # The daemon counts the ping itself in its queue depth.
+    others = max(0, int(status.get("queue_depth") or 0) - 1)
+    detail = (f"{mp.UNIT} at {path}: device {status.get('device_id')}, "
+              f"{others} other job(s) queued, "
+              f"{len(status.get('loaded_models') or [])} model set(s) loaded")
+    if held:
+        return Check("manager", "ok", f"{detail}, ours among them")
+    if ctx.running_backend == DEVICE_MANAGER:
+        return Check("manager", "warn", f"{detail}, not ours (evicted for another service's "
+                     "models? the next request loads them again)")
+    return Check("manager", "ok", detail)
+
+
 #: The checks, in order. Each takes the shared context and returns a :class:`Check`.
 CHECKS: Final[list[Callable[[Context], Check]]] = [
-    check_service, check_health, check_ready, check_models, check_extract, check_device,
+    check_service, check_health, check_ready, check_models, check_extract,
+    check_device_manager, check_device,
 ]
 
 
