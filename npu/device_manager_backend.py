@@ -155,9 +155,10 @@ class _Connection:
 
     raw: socket.socket
     sock: Any  # trio.socket.SocketType over ``raw``
+    reply_limit: int  # longest reply body accepted
 
     @classmethod
-    async def open(cls, path: str) -> _Connection:
+    async def open(cls, path: str, reply_limit: int) -> _Connection:
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock = trio.socket.from_stdlib_socket(raw)
         try:
@@ -165,7 +166,7 @@ class _Connection:
         except BaseException:
             raw.close()
             raise
-        return cls(raw, sock)
+        return cls(raw, sock, reply_limit)
 
     async def exchange(self, payload: bytes) -> bytearray:
         """Send one framed request; return the body of the one reply."""
@@ -187,7 +188,7 @@ class _Connection:
 
     async def _receive_reply(self) -> bytearray:
         header = await self._receive_exactly(mp.HEADER.size)
-        return await self._receive_exactly(mp.body_length(bytes(header)))
+        return await self._receive_exactly(mp.body_length(bytes(header), self.reply_limit))
 
     async def _receive_exactly(self, n: int) -> bytearray:
         buf = bytearray(n)
@@ -231,6 +232,7 @@ class DeviceManagerBackend:
         self._timeout = float(config.device_manager.timeout_s)
         self._model_ids = model_ids
         self._connections = config.backend.max_jobs_in_flight or DEFAULT_CONNECTIONS
+        self._message_limit = mp.message_limit()
         self._plan: _Plan | None = None
         self._models: dict[str, _Model] = {}
         self._idle: list[_Connection] = []
@@ -356,19 +358,19 @@ class DeviceManagerBackend:
         )
 
     def _warn_message_sizes(self, specs: list[ModelSpec]) -> None:
-        """The daemon refuses a reply over its message limit (8 MiB as its installer sets
-        it): a large-vocabulary recogniser's batch can exceed it."""
-        limit = mp.DOCUMENTED_MESSAGE_LIMIT
+        """The daemon does not send a reply over its message limit (64 MiB unless
+        ``HAILO_DEVICE_MAX_MESSAGE_BYTES`` says otherwise): a large-vocabulary
+        recogniser's batch can exceed a lowered one, and every such batch would fail."""
+        limit = self._message_limit
         for spec in specs:
             frame = 4 * 4 / 3 * math.prod(spec.output_shape or (0,))  # float32, as base64
             if spec.kind != "recognition" or frame * spec.batch_size <= limit:
                 continue
             log.warning(
-                "%s: a batch of %d comes back as about %.0f MB of JSON, over the %.0f MiB "
-                "message limit %s's installer sets (HAILO_DEVICE_MAX_MESSAGE_BYTES): raise "
-                "it, or set hailo_models.batch_size_rec to %d", spec.name, spec.batch_size,
-                frame * spec.batch_size / 1e6, limit / 2**20, mp.UNIT,
-                max(1, int(limit // frame)),
+                "%s: a batch of %d comes back as about %.0f MB of JSON, over %s's message "
+                "limit of %.0f MiB (%s): raise it, or set hailo_models.batch_size_rec to %d",
+                spec.name, spec.batch_size, frame * spec.batch_size / 1e6, mp.UNIT,
+                limit / 2**20, mp.MESSAGE_LIMIT_ENV, max(1, int(limit // frame)),
             )
 
     def _load_request(self, plan: _Plan) -> dict[str, Any]:
@@ -420,7 +422,8 @@ class DeviceManagerBackend:
         assert self._slots is not None and self._plan is not None
         await self._slots.acquire()
         try:
-            conn = self._idle.pop() if self._idle else await _Connection.open(self._plan.socket)
+            conn = self._idle.pop() if self._idle else await _Connection.open(
+                self._plan.socket, _reply_limit(self._message_limit))
         except BaseException:
             self._slots.release()
             raise
@@ -589,7 +592,7 @@ class DeviceManagerBackend:
         with trio.move_on_after(min(UNLOAD_TIMEOUT_S, self._timeout)) as scope:
             conn = None
             try:
-                conn = await _Connection.open(plan.socket)
+                conn = await _Connection.open(plan.socket, _reply_limit(self._message_limit))
                 body = await conn.exchange(
                     _encode(lambda: self._unload_request(plan), "hailo-ocr-unload")
                 )
@@ -622,13 +625,19 @@ def ping(path: str, timeout: float) -> dict[str, Any]:
         header = sock.recv(mp.HEADER.size, socket.MSG_WAITALL)
         if len(header) != mp.HEADER.size:
             raise mp.ProtocolError("the manager closed the connection without a reply")
-        n = mp.body_length(header)
+        n = mp.body_length(header, _reply_limit(mp.message_limit()))
         body = sock.recv(n, socket.MSG_WAITALL)
         if len(body) != n:
             raise mp.ProtocolError(f"the reply ended after {len(body)} of {n} bytes")
     reply = mp.parse_reply(body)
     mp.check_reply_id(reply, request_id)
     return reply
+
+
+def _reply_limit(message_limit: int) -> int:
+    """The longest reply accepted: the daemon's limit as our environment says it, and
+    never less than its default, in case only the daemon's unit raised it."""
+    return max(message_limit, mp.DEFAULT_MESSAGE_LIMIT)
 
 
 def _activated(out: np.ndarray, model: _Model, *, rows: bool, what: str) -> np.ndarray:

@@ -46,15 +46,32 @@ DEFAULT_SOCKET: Final = "/run/hailo/device.sock"
 #: environment file, /etc/hailo/device-manager.env) serves both sides.
 SOCKET_ENV: Final = "HAILO_DEVICE_SOCKET"
 HEADER: Final = struct.Struct(">I")
-#: Largest reply accepted: the manager's own default limit for a message (64 MiB).
-MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
-#: The manager's default message limit as its API_SPEC and install script set it
-#: (``HAILO_DEVICE_MAX_MESSAGE_BYTES``): a request or reply above it is refused.
-DOCUMENTED_MESSAGE_LIMIT: Final = 8 * 1024 * 1024
+#: The manager's variable for its limit on one message, either way: a request above it is
+#: answered with an error, a reply above it is not sent. Its installer's environment file
+#: sets none.
+MESSAGE_LIMIT_ENV: Final = "HAILO_DEVICE_MAX_MESSAGE_BYTES"
+#: The limit without that variable: ``DEFAULT_MAX_MESSAGE_BYTES`` in the daemon's source.
+#: (Its API_SPEC says 8 MiB, which is the limit of its own client library, not the
+#: daemon's.)
+DEFAULT_MESSAGE_LIMIT: Final = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
     """A reply that does not follow the protocol (bad length, not JSON, wrong id)."""
+
+
+def message_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The manager's message limit, read from ``$HAILO_DEVICE_MAX_MESSAGE_BYTES`` as the
+    daemon reads it (``int(value, 0)``; a value it cannot parse means its default). Our
+    unit reads the daemon's environment file, so both sides see the same setting."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(MESSAGE_LIMIT_ENV)
+    if value is None:
+        return DEFAULT_MESSAGE_LIMIT
+    try:
+        return int(value, 0)
+    except ValueError:
+        return DEFAULT_MESSAGE_LIMIT
 
 
 def socket_path(configured: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -124,11 +141,12 @@ def frame(message: Mapping[str, Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def body_length(header: bytes) -> int:
-    """The length a 4-byte header announces; :class:`ProtocolError` beyond the limit."""
+def body_length(header: bytes, limit: int = DEFAULT_MESSAGE_LIMIT) -> int:
+    """The length a 4-byte header announces; :class:`ProtocolError` beyond ``limit``
+    (the manager sends nothing longer than its own)."""
     (length,) = HEADER.unpack(header)
-    if length > MAX_REPLY_BYTES:
-        raise ProtocolError(f"a reply of {length} bytes announced (limit {MAX_REPLY_BYTES})")
+    if length > limit:
+        raise ProtocolError(f"a reply of {length} bytes announced (limit {limit})")
     return length
 
 

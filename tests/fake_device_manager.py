@@ -21,12 +21,17 @@ file does, so that ``backend.type: device-manager`` is tested against the same s
   (``create_infer_model``, UINT8 in / FLOAT32 out, ``configure``, ``wait_for_async_ready``
   and ``job.wait`` of 1000 ms, no completion callback, so a failed job's status is never
   seen) -- run on the HailoRT stand-in (``tests/hailo_standin``), so the text is real;
+* a request that is JSON but not an object closes the connection without a reply (the
+  daemon's ``except Exception`` around a client);
 * a lost device context is not rebuilt except by a restart, as in the real daemon.
 
-Not modelled: the other model types (``vlm``, ``clip``, ...: they answer ``Unsupported
-model_type``), the LRU eviction on ``HAILO_RESOURCE_EXHAUSTED``, the HTTP status endpoint,
-socket ownership. For tests: ``stop()`` is the process going away (every connection closed
-at once), ``hold()`` / ``release()`` keep the worker from starting the next job (another
+Not modelled: the other model types (``vlm``, ``clip``, ...: they answer ``Failed to load
+model: Unsupported model_type: ...``), what triggers an LRU eviction (another service's
+load meeting ``HAILO_RESOURCE_EXHAUSTED``; the stand-in has no memory limit), the HTTP
+status endpoint, socket ownership. For tests: ``stop()`` is the process going away (every
+connection closed at once), ``evict_lru()`` is the daemon's eviction of the
+least-recently-used model (what another service's load does when the NPU's memory is
+full), ``hold()`` / ``release()`` keep the worker from starting the next job (another
 service's long job ahead of ours), ``fail_next()`` makes the OCR handler raise an exception
 on the next job of a mode (answered through the daemon's own ``Inference failed: ...``
 path), ``requests`` logs what was asked, and ``job_wait_ms`` stretches the 1000 ms waits
@@ -194,6 +199,11 @@ class FakeDeviceManager:
         self.device: Any = None
         self.vdevice: Any = None
         self.queue_depth = 0
+        self.total_lru_evictions = 0
+        self.last_capacity_event_reason: str | None = None
+        self.last_capacity_event_model: str | None = None
+        self.last_capacity_event_at: float | None = None
+        self._device_lock = threading.Lock()  # the daemon's one executor thread
         self.start_time = time.time()
 
     # -- life cycle ---------------------------------------------------------------------
@@ -203,7 +213,10 @@ class FakeDeviceManager:
         assert getattr(hp, "STANDIN", False), "the fake manager runs on the HailoRT stand-in"
         self.hp = hp
         self.handler = _OcrHandler(hp, self.job_wait_ms)
-        self.start_time = time.time()
+        self.start_time = time.time()  # a fresh process: its counters start again
+        self.queue_depth = self.total_lru_evictions = 0
+        self.last_capacity_event_reason = self.last_capacity_event_model = None
+        self.last_capacity_event_at = None
         self.device = hp.Device()
         self._create_vdevice()
         if os.path.exists(self.socket_path):
@@ -266,6 +279,25 @@ class FakeDeviceManager:
 
     def release(self) -> None:
         self._gate.set()
+
+    def evict_lru(self, reason: str = "RESOURCE_EXHAUSTED while loading another service's "
+                  "model") -> str | None:
+        """Unload the least-recently-used model, between two jobs, as the daemon's
+        ``_evict_lru`` does; its key (``model_type:model_path``), or None if none is loaded."""
+        with self._device_lock:
+            if not self.loaded_models:
+                return None
+            key = min(self.loaded_models, key=lambda k: self.loaded_models[k]["last_used"])
+            entry = self.loaded_models.pop(key)
+            try:
+                self.handler.unload(entry["model"])
+            except Exception:
+                pass  # the daemon logs and ignores an unload error here
+            self.total_lru_evictions += 1
+            self.last_capacity_event_reason = reason
+            self.last_capacity_event_model = entry["model_path"]
+            self.last_capacity_event_at = time.time()
+            return key
 
     def fail_next(self, mode: str, exc: BaseException) -> None:
         """The handler raises ``exc`` on the next ``infer`` of ``mode`` (detection or
@@ -339,13 +371,14 @@ class FakeDeviceManager:
                 self._write_message(client, {"error": str(exc)})
             except OSError:
                 pass
-        except OSError:
-            pass
+        except Exception:  # a JSON request that is not an object, a closed socket, ...
+            pass  # the daemon logs it and closes the connection without a reply
         finally:
             self._clients.discard(client)
             client.close()
 
     def _process(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        request_id = request.get("request_id")  # before queueing, as the daemon reads it
         item = _Item(request)
         self.queue_depth += 1
         self._jobs.put(item)
@@ -353,8 +386,8 @@ class FakeDeviceManager:
             if not self._running:
                 return None
         response = item.response or {}
-        if request.get("request_id") is not None:
-            response["request_id"] = request["request_id"]
+        if request_id is not None:
+            response["request_id"] = request_id
         return response
 
     def _worker_loop(self) -> None:
@@ -368,7 +401,8 @@ class FakeDeviceManager:
                 return
             self.requests.append(_summary(item.request))
             try:
-                item.response = self._handle(item.request)
+                with self._device_lock:
+                    item.response = self._handle(item.request)
             except Exception as exc:
                 item.response = {"error": f"Internal error: {exc}"}
             self.queue_depth = max(0, self.queue_depth - 1)
@@ -400,11 +434,11 @@ class FakeDeviceManager:
             "uptime_seconds": time.time() - self.start_time,
             "socket_path": self.socket_path,
             "queue_depth": self.queue_depth,
-            "total_lru_evictions": 0,
+            "total_lru_evictions": self.total_lru_evictions,
             "runtime_broken_reason": None,
-            "last_capacity_event_reason": None,
-            "last_capacity_event_model": None,
-            "last_capacity_event_at": None,
+            "last_capacity_event_reason": self.last_capacity_event_reason,
+            "last_capacity_event_model": self.last_capacity_event_model,
+            "last_capacity_event_at": self.last_capacity_event_at,
         }
 
     def _device_status(self) -> dict[str, Any]:

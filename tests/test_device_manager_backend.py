@@ -144,8 +144,9 @@ async def test_health_facts_and_a_clean_unload_at_shutdown(dmcfg, device_manager
         assert specs["recognition_en"].pad_value == 128 and specs["recognition_en"].batch_size == 8
         assert service.backend_choice.reason == "backend.type is device-manager"
         assert len(device_manager.loaded_models) == 1
-        # The stand-in's recogniser has 18 710 classes: a batch of 8 is ~32 MB of JSON.
-        assert "set hailo_models.batch_size_rec to 2" in caplog.text
+        # The stand-in's recogniser has 18 710 classes: a batch of 8 is ~32 MB of JSON,
+        # under the daemon's default message limit (64 MiB).
+        assert "batch_size_rec" not in caplog.text
     assert device_manager.loaded_models == {}
     assert device_manager.requests[-1]["action"] == "unload_model"
     assert device_manager.requests[-1]["model_path"] == str(hailo_files.det)
@@ -379,13 +380,54 @@ async def test_a_request_over_the_managers_size_limit(dmcfg, device_manager):
         assert r.text == "BRIDGE"
 
 
-def _raw_call(path: str, message: dict) -> dict:
+def _raw_call(path: str, message: object) -> dict | None:
+    """One request as any client sends it; the reply, or None if the connection closed."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
         body = json.dumps(message).encode()
         s.sendall(struct.pack(">I", len(body)) + body)
-        (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+        header = s.recv(4, socket.MSG_WAITALL)
+        if not header:
+            return None
+        (n,) = struct.unpack(">I", header)
         return json.loads(s.recv(n, socket.MSG_WAITALL))
+
+
+async def test_the_doubles_replies_to_malformed_requests(device_manager):
+    # As the daemon: an error with the request's id, or no reply at all.
+    path = device_manager.socket_path
+    assert await trio.to_thread.run_sync(_raw_call, path, {"action": "x", "request_id": 7}) == \
+        {"error": "Unknown action: x", "request_id": 7}
+    assert await trio.to_thread.run_sync(_raw_call, path, {"action": "infer"}) == \
+        {"error": "model_path and input_data required"}
+    assert await trio.to_thread.run_sync(_raw_call, path, ["not", "an", "object"]) is None
+    reply = await trio.to_thread.run_sync(_raw_call, path, {
+        "action": "infer", "model_type": "vlm", "model_path": __file__, "input_data": {}})
+    assert reply == {"error": "Failed to load model: Unsupported model_type: vlm"}
+    ping = await trio.to_thread.run_sync(_raw_call, path, {"action": "ping"})
+    # The daemon counts a request in its queue until it is answered: the ping itself.
+    assert ping["status"] == "ok" and ping["loaded_models"] == [] and ping["queue_depth"] == 1
+
+
+async def test_models_evicted_by_the_manager_are_loaded_again_by_the_next_job(
+    dmcfg, device_manager, hailo_files
+):
+    image = text_image(["MARKET"])
+    async with open_ocr_service(dmcfg) as service:
+        assert (await service.extract(OcrRequest(image, ("en",)))).text == "MARKET"
+        # Another service's load filled the NPU's memory: the daemon evicted ours.
+        assert device_manager.evict_lru() == f"ocr:{hailo_files.det}"
+        before = len(device_manager.requests)
+        assert (await service.extract(OcrRequest(image, ("en",)))).text == "MARKET"
+        # Each infer carries the load parameters: the daemon loaded ours again by itself,
+        # and no fault was seen.
+        assert {q["action"] for q in device_manager.requests[before:]} == {"infer"}
+        assert len(device_manager.loaded_models) == 1
+        assert service.statistics().device.restarts == 0
+        status = await trio.to_thread.run_sync(
+            _raw_call, device_manager.socket_path, {"action": "status"})
+        assert status["total_lru_evictions"] == 1
+        assert status["last_capacity_event_model"] == str(hailo_files.det)
 
 
 async def test_models_held_with_other_languages_are_reloaded_with_ours(
@@ -408,11 +450,18 @@ async def test_models_held_with_other_languages_are_reloaded_with_ours(
                            "load_model"]
 
 
-async def test_only_the_given_models_are_served(dmcfg, device_manager, hailo_files):
+async def test_only_the_given_models_are_served(dmcfg, device_manager, hailo_files, caplog,
+                                               monkeypatch):
+    # The daemon's environment file (which our unit reads too) lowers its message limit.
+    monkeypatch.setenv("HAILO_DEVICE_MAX_MESSAGE_BYTES", "0x800000")
+    caplog.set_level(logging.WARNING, "hailo_ocr.device_manager")
     backend = DeviceManagerBackend(dmcfg, frozenset({"recognition_en"}))
     info = await trio.to_thread.run_sync(backend.load)
     try:
         assert [m.id for m in info.models] == ["recognition_en"]
+        # A batch of 8 of the stand-in's 18 710 classes is ~32 MB of JSON.
+        assert "over hailo-device-manager's message limit of 8 MiB" in caplog.text
+        assert "set hailo_models.batch_size_rec to 2" in caplog.text
         with pytest.raises(InferenceError):
             await backend.infer("detection", _blank((1, 544, 960, 3)))
         out = await backend.infer("recognition_en", _blank((3, 48, 320, 3)))

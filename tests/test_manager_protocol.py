@@ -22,7 +22,19 @@ def test_a_message_is_its_big_endian_length_then_its_json():
 
 def test_an_absurd_length_is_a_protocol_error():
     with pytest.raises(mp.ProtocolError):
-        mp.body_length(struct.pack(">I", mp.MAX_REPLY_BYTES + 1))
+        mp.body_length(struct.pack(">I", mp.DEFAULT_MESSAGE_LIMIT + 1))
+    assert mp.body_length(struct.pack(">I", 100 << 20), limit=128 << 20) == 100 << 20
+
+
+@pytest.mark.parametrize("value, limit", [
+    (None, 64 * 1024 * 1024),  # the daemon's default (its source; not its API_SPEC's 8 MiB)
+    ("8388608", 8 * 1024 * 1024),
+    ("0x800000", 8 * 1024 * 1024),  # the daemon reads it with int(value, 0)
+    ("8M", 64 * 1024 * 1024),  # which it cannot parse: its default
+])
+def test_the_message_limit_is_read_as_the_daemon_reads_it(value, limit):
+    environ = {} if value is None else {"HAILO_DEVICE_MAX_MESSAGE_BYTES": value}
+    assert mp.message_limit(environ) == limit
 
 
 @pytest.mark.parametrize("array", [
