@@ -517,6 +517,8 @@ def test_hailo_ocr_serve_through_the_manager(hailo_files, device_manager, tmp_pa
         served_requests = len(device_manager.requests)
     assert served.returncode == 0, served.log[-3000:]
     assert served_requests > 3 and device_manager.loaded_models == {}, served.log[-3000:]
+    # The start-up log says which backend and why.
+    assert "backend device-manager (backend.type is device-manager)" in served.log
     assert "unloaded the OCR models from hailo-device-manager" in served.log
     # The same text as the direct backend on the same images (the manager stands aside).
     device_manager.stop()
