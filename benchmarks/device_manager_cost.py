@@ -170,7 +170,7 @@ async def per_image(direct: Config, manager: Config, paths: list[Path]) -> dict[
     async with open_ocr_service(direct) as d, open_ocr_service(manager) as m:
         for service in (d, m):  # one unmeasured image each
             await service.extract(OcrRequest(paths[0].read_bytes(), ("en",)))
-        jobs0, batches0 = m.statistics().device.jobs_run, m.statistics().batcher.batches
+        jobs0, batches0 = m.statistics().devices["npu"].jobs_run, m.statistics().batcher.batches
         for i, path in enumerate(paths):
             data = path.read_bytes()
             order = [("direct", d), ("manager", m)]
@@ -183,7 +183,7 @@ async def per_image(direct: Config, manager: Config, paths: list[Path]) -> dict[
                 row[name] = time.perf_counter() - t0
                 row[f"{name}_text"] = [reg.text for reg in r.regions]
             rows.append(row)
-        calls = (m.statistics().device.jobs_run - jobs0) / len(paths)
+        calls = (m.statistics().devices["npu"].jobs_run - jobs0) / len(paths)
         rec = (m.statistics().batcher.batches - batches0) / len(paths)
     same = sum(r["direct_text"] == r["manager_text"] for r in rows)
     return {"rows": rows, "same": same, "rec_per_image": rec, "det_per_image": calls - rec}

@@ -59,7 +59,7 @@ import trio
 from ocr.config import Config
 
 from . import manager_protocol as mp
-from .backend import BackendInfo, ModelSpec
+from .backend import DETECTION, BackendInfo, ModelSpec, recognition_id
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -81,7 +81,7 @@ from .hef_specs import (
     recognition_spec,
     softmax,
 )
-from .models import configured_hefs, resolve_model_path
+from .models import resolve_model_path
 
 log = logging.getLogger("hailo_ocr.device_manager")
 
@@ -225,11 +225,17 @@ class DeviceManagerBackend:
     """Runs the compiled OCR models through hailo-device-manager."""
 
     def __init__(self, config: Config, model_ids: frozenset[str] | None = None) -> None:
-        """``model_ids``: the models to serve (``detection``, ``recognition_<lang>``);
-        None serves detection and every language of ``ocr.languages`` with a HEF."""
+        """Serve ``model_ids`` (:mod:`npu.placement` decides them), as the Hailo backend
+        would. None: detection and every language of ``ocr.languages`` that has a HEF in
+        ``hailo_models.recognition_hefs``."""
         self._config = config
         self._cfg = config.hailo_models
         self._timeout = float(config.device_manager.timeout_s)
+        if model_ids is None:
+            model_ids = frozenset(
+                [DETECTION, *(recognition_id(lang) for lang in config.ocr.languages
+                              if lang in config.hailo_models.recognition_hefs)]
+            )
         self._model_ids = model_ids
         self._connections = config.backend.max_jobs_in_flight or DEFAULT_CONNECTIONS
         self._message_limit = mp.message_limit()
@@ -252,9 +258,6 @@ class DeviceManagerBackend:
             self.close()
             raise
 
-    def _wanted(self, model_id: str) -> bool:
-        return self._model_ids is None or model_id in self._model_ids
-
     def _make_plan(self) -> _Plan:
         cfg, base = self._cfg, self._config.base_dir
         path = mp.socket_path(self._config.device_manager.socket)
@@ -265,7 +268,11 @@ class DeviceManagerBackend:
                 f"device_manager.socket (or HAILO_DEVICE_SOCKET) at its socket, or use "
                 f"backend.type hailo to open the NPU directly where no manager runs"
             )
-        serve_detection = self._wanted("detection")
+        languages = self._config.ocr.languages
+        unknown = sorted(self._model_ids - {DETECTION, *map(recognition_id, languages)})
+        if unknown:
+            raise ModelLoadError(f"the device-manager backend has no HEF for {', '.join(unknown)}")
+        serve_detection = DETECTION in self._model_ids
         try:
             det = resolve_model_path(cfg.detection_hef, base, cfg.search_paths)
         except ModelLoadError as exc:
@@ -275,12 +282,16 @@ class DeviceManagerBackend:
                 f"{exc}. {mp.UNIT}'s OCR handler loads a detection HEF with every OCR model "
                 f"set, so one is needed even with detection placed on the CPU"
             ) from exc
-        recognition = {
-            hef.role.removeprefix("recognition_"): resolve_model_path(
-                hef.name, base, cfg.search_paths)
-            for hef in configured_hefs(self._config)
-            if hef.role != "detection" and self._wanted(hef.role)
-        }
+        recognition: dict[str, Path] = {}
+        for lang in languages:
+            if recognition_id(lang) not in self._model_ids:
+                continue
+            hef = cfg.recognition_hefs.get(lang)
+            if hef is None:
+                raise ModelLoadError(
+                    f"no recognition HEF for language {lang!r} in hailo_models.recognition_hefs"
+                )
+            recognition[lang] = resolve_model_path(hef, base, cfg.search_paths)
         charsets = {
             lang: charset_for(lang, cfg.character_lists.get(lang), base, cfg.search_paths)
             for lang in recognition
@@ -290,13 +301,13 @@ class DeviceManagerBackend:
             for lang, path in recognition.items()
         }
         extra: dict[str, Path] = {}
+        if not recognition and not serve_detection:
+            raise ModelLoadError(
+                "no model to load on the NPU: none of ocr.languages "
+                f"({', '.join(languages)}) has a HEF in hailo_models.recognition_hefs, and "
+                "detection is not placed there"
+            )
         if not recognition:
-            if self._model_ids is None:
-                raise ModelLoadError(
-                    "no recognition model: none of ocr.languages "
-                    f"({', '.join(self._config.ocr.languages)}) has a HEF in "
-                    "hailo_models.recognition_hefs"
-                )
             # The manager's OCR handler refuses a model set without recognition.
             for lang, hef in cfg.recognition_hefs.items():
                 try:
@@ -391,19 +402,21 @@ class DeviceManagerBackend:
         if plan.serve_detection:
             model = _Model(input_shape=det_shape, output_shape=())
             out = await self._run_detection(model, np.full(det_shape, DET_PAD_VALUE, np.uint8))
-            spec = detection_spec(plan.detection.name, det_shape, out.shape, 1)
+            spec = detection_spec(plan.detection.name, det_shape, out.shape, 1,
+                                  path=str(plan.detection))
             model.output_shape = spec.output_shape or ()
             model.activation = "none" if looks_like_probabilities(out, rows=False) else "sigmoid"
             self._note_activation(plan.detection.name, model.activation)
-            self._models["detection"] = model
+            self._models[DETECTION] = model
             specs.append(spec)
         for lang, path in plan.recognition.items():
             shape = plan.rec_inputs[lang]
             model = _Model(input_shape=shape, output_shape=(), language=lang)
             frames = np.full((1, *shape), REC_PAD_VALUE, np.uint8)
-            outs = await self._run_recognition(model, frames, f"recognition_{lang}")
+            outs = await self._run_recognition(model, frames, recognition_id(lang))
             spec = recognition_spec(lang, path.name, shape, outs.shape[1:],
-                                    self._cfg.batch_size_rec, plan.charsets[lang])
+                                    self._cfg.batch_size_rec, plan.charsets[lang],
+                                    path=str(path))
             model.output_shape = spec.output_shape or ()
             probs = outs[0].reshape(model.output_shape)
             model.activation = "none" if looks_like_probabilities(probs, rows=True) else "softmax"
@@ -556,7 +569,7 @@ class DeviceManagerBackend:
                 f"{batch.shape[1:]}"
             )
         n = batch.shape[0]
-        if model_id == "detection":
+        if model_id == DETECTION:
             # The manager's OCR handler runs one detection frame per request.
             maps = [await self._run_detection(model, batch[i]) for i in range(n)]
             if n == 1:

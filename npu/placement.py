@@ -6,18 +6,21 @@ classifier is on) goes to the NPU or the CPU:
 
 * ``backend.type: onnx``: everything on the CPU (the ONNX models shipped in the
   ``rapidocr`` wheel, or those named in ``onnx_models``).
-* ``backend.type: hailo``: each model as ``models.placement`` says, ``auto`` by default.
-  ``auto`` is the NPU when the model's HEF is configured and found (an absolute path, or a
-  relative one next to the config file, then in ``hailo_models.search_paths``), else the
-  CPU: a Pi with only ``ocr_det.hef`` and ``ocr.hef`` detects on the NPU, reads English on
-  the NPU and Chinese on the CPU. ``npu`` refuses to start without the HEF; ``cpu`` always
-  takes the ONNX model. The classifier has no compiled model and always runs on the CPU.
+* an NPU backend (``backend.type: hailo`` or ``device-manager``, or ``auto`` choosing one
+  of them: :mod:`npu.backend_choice`): each model as ``models.placement`` says, ``auto``
+  by default. ``auto`` is the NPU when the model's HEF is configured and found (an
+  absolute path, or a relative one next to the config file, then in
+  ``hailo_models.search_paths``), else the CPU: a Pi with only ``ocr_det.hef`` and
+  ``ocr.hef`` detects on the NPU, reads English on the NPU and Chinese on the CPU. ``npu``
+  refuses to start without the HEF; ``cpu`` always takes the ONNX model. The classifier
+  has no compiled model and always runs on the CPU. Which NPU backend does not change the
+  placement: the same HEFs run either way.
 
 The decision looks at files, not at the device: a HEF that is found but then does not load
 (runtime missing, device held by another process, wrong character list) stops the start-up
 with that error rather than quietly moving the model to the CPU, so a Pi never serves
 from its CPU for a reason nobody reads. Set the model's placement to ``cpu`` to run
-without it. With ``backend.type: hailo`` at least one model must land on the NPU.
+without it. With an NPU backend at least one model must land on the NPU.
 
 The result, :class:`Placement`, says for each model where it runs and why (logged at start),
 which model ids each device's backend loads, and how many threads the CPU owner's ONNX
@@ -37,6 +40,7 @@ import attrs
 from ocr.config import Config, ConfigError
 
 from .backend import CLASSIFIER, DETECTION, language_of, recognition_id
+from .backend_choice import NPU_BACKENDS, BackendChoice, choose_backend
 from .errors import ModelLoadError
 from .models import resolve_model_path
 
@@ -141,14 +145,18 @@ def _place_on_hailo_host(config: Config, model_id: str, find: FindFile) -> Model
     return ModelPlacement(model_id, NPU, f"{choice}: {path}", hef=str(path))
 
 
-def plan_placement(config: Config, find: FindFile | None = None) -> Placement:
+def plan_placement(
+    config: Config, find: FindFile | None = None, backend: BackendChoice | None = None
+) -> Placement:
     """Where each model of ``config`` runs. ``find`` locates a HEF (by default as the Hailo
-    backend does: :func:`npu.models.resolve_model_path` over ``hailo_models.search_paths``).
+    backend does: :func:`npu.models.resolve_model_path` over ``hailo_models.search_paths``);
+    ``backend`` is the backend chosen for this host (default:
+    :func:`npu.backend_choice.choose_backend`, which resolves ``auto``).
 
     Raises :class:`~ocr.config.ConfigError` for a placement that cannot be (an unknown
     model id, ``npu`` with ``backend.type: onnx``) and
     :class:`~npu.errors.ModelLoadError` when ``npu`` is asked for and the HEF is missing,
-    or when ``backend.type: hailo`` would leave the NPU with nothing to run."""
+    or when an NPU backend would be left with nothing to run."""
     wanted = wanted_model_ids(config)
     placement = config.models.placement
     allowed = [*wanted, *([] if CLASSIFIER in wanted else [CLASSIFIER])]
@@ -158,14 +166,16 @@ def plan_placement(config: Config, find: FindFile | None = None) -> Placement:
             f"unknown model id(s) in models.placement: {', '.join(unknown)}; "
             f"the models of this configuration are {', '.join(allowed)}"
         )
-    if config.backend.type != "hailo":
+    backend = backend or choose_backend(config)
+    if backend.kind not in NPU_BACKENDS:
         on_npu = sorted(m for m in wanted if placement.get(m) == "npu")
         if on_npu:
             raise ConfigError(
-                f"models.placement puts {', '.join(on_npu)} on the NPU, but backend.type is "
-                f"{config.backend.type!r}: set backend.type to hailo"
+                f"models.placement puts {', '.join(on_npu)} on the NPU, but the backend is "
+                f"{backend.kind} ({backend.reason}): set backend.type to hailo or "
+                "device-manager"
             )
-        return all_on(CPU, config, f"backend.type is {config.backend.type}")
+        return all_on(CPU, config, backend.reason)
 
     if find is None:
         find = partial(
@@ -176,7 +186,8 @@ def plan_placement(config: Config, find: FindFile | None = None) -> Placement:
     if not any(m.device == NPU for m in models):
         reasons = "; ".join(f"{m.model_id}: {m.reason}" for m in models)
         raise ModelLoadError(
-            f"backend.type is hailo but no model can run on the NPU ({reasons}). Put the HEF "
-            "files where hailo_models points, or set backend.type: onnx to run on the CPU"
+            f"the {backend.kind} backend runs models on the NPU ({backend.reason}), but no "
+            f"model can run on the NPU ({reasons}). Put the HEF files where hailo_models "
+            "points, or set backend.type: onnx to run on the CPU"
         )
     return Placement(models, cpu_threads=config.onnx_models.intra_op_threads_with_npu)

@@ -188,9 +188,9 @@ PLACEMENT_CHOICES = ("auto", "npu", "cpu")
 @attrs.frozen
 class ModelsConfig:
     #: Model id (``detection``, ``recognition_<language>``, ``classifier``) -> ``auto``,
-    #: ``npu`` or ``cpu``. ``auto`` (any model not named): the NPU when ``backend.type`` is
-    #: hailo and the model's HEF is found, else the CPU. ``npu``: start only if the HEF is
-    #: there. ``cpu``: the ONNX model. See npu/placement.py.
+    #: ``npu`` or ``cpu``. ``auto`` (any model not named): the NPU when the backend is an
+    #: NPU one (hailo, device-manager) and the model's HEF is found, else the CPU. ``npu``:
+    #: start only if the HEF is there. ``cpu``: the ONNX model. See npu/placement.py.
     placement: Mapping[str, str] = attrs.field(factory=dict)
 
 

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from sandbox_tools import ResourceServer, SandboxHost
 
+from npu.backend_choice import NPU_BACKENDS, BackendChoice
 from npu.placement import plan_placement
 from ocr.config import ConfigError, load_config
 from web.cli import build_parser
@@ -74,12 +75,14 @@ def test_pi_config_is_valid_and_open_like_the_original():
     assert (hm.detection_hef, hm.recognition_hefs["en"]) == ("ocr_det.hef", "ocr.hef")
     assert "/var/lib/hailo-ocr/resources/models/hailo10h" in hm.search_paths  # the original's
     assert hm.group_id == "SHARED"
-    # With the HEFs found: English on the NPU, Chinese on the CPU beside it.
-    placement = plan_placement(config, find=Path)
-    assert {m.model_id: m.device for m in placement.models} == {
-        "detection": "npu", "recognition_en": "npu", "recognition_zh": "cpu",
-    }
-    assert placement.cpu_threads == 2
+    # On a Pi (auto picks one of the NPU backends there) with the HEFs found: English on
+    # the NPU, Chinese on the CPU beside it, whichever NPU backend runs them.
+    for kind in NPU_BACKENDS:
+        placement = plan_placement(config, find=Path, backend=BackendChoice(kind, "on a Pi"))
+        assert {m.model_id: m.device for m in placement.models} == {
+            "detection": "npu", "recognition_en": "npu", "recognition_zh": "cpu",
+        }
+        assert placement.cpu_threads == 2
 
 
 def test_unit_runs_the_service_hardened():

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import httpx
 import pytest
+import textgen
 import trio
 
 STANDIN = Path(__file__).resolve().parent / "hailo_standin"
@@ -169,7 +170,7 @@ async def test_concurrent_requests_each_get_their_own_text(dmcfg, device_manager
         stats = service.statistics()
     rec = [q for q in device_manager.requests[started:] if q["mode"] == "recognition"]
     assert sum(q["crops"] for q in rec) == 6
-    assert stats.device.jobs_failed == 0
+    assert stats.devices["npu"].jobs_failed == 0
 
 
 async def test_the_manager_restarting_mid_run_fails_the_jobs_in_flight_then_recovers(
@@ -200,7 +201,7 @@ async def test_the_manager_restarting_mid_run_fails_the_jobs_in_flight_then_reco
         device_manager.start()
         await wait_until(lambda: service.ready, within_s=60)
         assert (await service.extract(OcrRequest(image, ("en",)))).text == "MARKET"
-        stats = service.statistics().device
+        stats = service.statistics().devices["npu"]
     # One fault; the reloads that found no socket were retried with the backoff.
     assert stats.restarts == 1 and "does not exist" in (stats.last_fault or "")
     # Reconnected, and the models loaded again in the fresh daemon.
@@ -221,7 +222,7 @@ async def test_a_reply_that_never_comes_is_a_device_timeout(dmcfg, device_manage
         device_manager.release()
         await wait_until(lambda: service.ready, within_s=60)
         assert (await service.extract(OcrRequest(image, ("en",)))).text == "RIVER"
-        assert service.statistics().device.restarts == 1
+        assert service.statistics().devices["npu"].restarts == 1
 
 
 def _hailort_timeout():
@@ -259,7 +260,7 @@ async def test_an_error_reply_fails_its_job_unless_the_device_is_gone(
         assert type(info.value) is error and f"Inference failed: {exc}" in str(info.value)
         await wait_until(lambda: service.ready, within_s=60)
         assert (await service.extract(OcrRequest(image, ("en",)))).text == "CASTLE"
-        assert service.statistics().device.restarts == restarts
+        assert service.statistics().devices["npu"].restarts == restarts
     actions = [q["action"] for q in device_manager.requests]
     assert actions.count("load_model") == actions.count("unload_model") == 1 + restarts
 
@@ -363,6 +364,36 @@ async def test_backend_auto_takes_the_manager_when_its_socket_exists(direct_cfg,
         assert f"socket {device_manager.socket_path} exists" in service.backend_choice.reason
 
 
+# --- placement ----------------------------------------------------------------------------------
+
+
+async def test_a_pi_with_only_the_english_hefs_beside_the_manager(dmcfg, device_manager,
+                                                                 hailo_files):
+    # As on a Pi: backend auto, English and Chinese, a HEF for English only. Detection and
+    # English go to the manager; Chinese is read on the CPU, after detection through it.
+    cfg = attrs.evolve(
+        dmcfg, backend=attrs.evolve(dmcfg.backend, type="auto"),
+        ocr=attrs.evolve(dmcfg.ocr, languages=("en", "zh"), default_language="en"),
+    )
+    async with open_ocr_service(cfg) as service:
+        assert service.info.kind == "device-manager"
+        assert {m: p.device for m, p in service.models.models.items()} == {
+            "detection": "npu", "recognition_en": "npu", "recognition_zh": "cpu"}
+        assert (await service.extract(OcrRequest(text_image(["HARBOUR"]), ("en",)))).text \
+            == "HARBOUR"
+        fonts = textgen.cjk_fonts()
+        if fonts:  # (without a CJK font, Chinese on the CPU is tested in test_hailo_placement)
+            page = textgen.lines_image(["欢迎光临北京"], fonts[0], size=30)
+            before = len(device_manager.requests)
+            r = await service.extract(OcrRequest(textgen.encode(page.image), ("zh",)))
+            assert r.text == "欢迎光临北京"
+            # Detection went through the manager, recognition did not.
+            assert [q["mode"] for q in device_manager.requests[before:]] == ["detection"]
+    loads = [q for q in device_manager.requests if q["action"] == "load_model"]
+    assert [q["recognition_hefs"] for q in loads] == [{"en": str(hailo_files.rec)}]
+    assert device_manager.loaded_models == {}
+
+
 # --- protocol details ---------------------------------------------------------------------------
 
 
@@ -423,7 +454,7 @@ async def test_models_evicted_by_the_manager_are_loaded_again_by_the_next_job(
         # and no fault was seen.
         assert {q["action"] for q in device_manager.requests[before:]} == {"infer"}
         assert len(device_manager.loaded_models) == 1
-        assert service.statistics().device.restarts == 0
+        assert service.statistics().devices["npu"].restarts == 0
         status = await trio.to_thread.run_sync(
             _raw_call, device_manager.socket_path, {"action": "status"})
         assert status["total_lru_evictions"] == 1
@@ -505,6 +536,10 @@ def test_hailo_ocr_serve_through_the_manager(hailo_files, device_manager, tmp_pa
         health = httpx.get(f"{served.base}/health", timeout=5).json()
         assert health["backend"] == "device-manager"
         assert health["backend_reason"] == "backend.type is device-manager"
+        assert [(d["device"], d["state"]) for d in health["devices"]] == [("npu", "ready")]
+        models = httpx.get(f"{served.base}/models", timeout=5).json()["data"]
+        assert {(m["name"], m["device"], m["file"]) for m in models} == {
+            ("ocr_det.hef", "npu", str(hailo_files.det)), ("ocr.hef", "npu", str(hailo_files.rec))}
         texts = []
         for data in images():
             r = httpx.post(f"{served.base}/v1/ocr/extract", timeout=60,

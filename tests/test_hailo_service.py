@@ -23,7 +23,7 @@ STANDIN = Path(__file__).resolve().parent / "hailo_standin"
 sys.path.insert(0, str(STANDIN))
 
 from hailo_platform import VDevice, _standin  # noqa: E402  (the stand-in)
-from hailo_testing import hailo_config, write_config_file  # noqa: E402
+from hailo_testing import hailo_config  # noqa: E402
 from helpers_server import serve_subprocess, wait_until  # noqa: E402
 from parity_support import load_score_module  # noqa: E402
 

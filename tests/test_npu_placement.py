@@ -102,7 +102,7 @@ def test_a_hailo_host_with_no_hef_at_all_refuses_to_start(pi, models_dir):
 
 
 def test_contradictions_are_configuration_errors(config, pi):
-    with pytest.raises(ConfigError, match="puts detection on the NPU, but backend.type is 'onnx'"):
+    with pytest.raises(ConfigError, match="puts detection on the NPU, but the backend is onnx"):
         plan_placement(with_changes(config, models={"placement": {"detection": "npu"}}))
     with pytest.raises(ConfigError, match="unknown model id.*recognition_fr.*recognition_zh"):
         plan_placement(with_changes(pi, models={"placement": {"recognition_fr": "cpu"}}))
