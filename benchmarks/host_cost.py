@@ -44,6 +44,7 @@ from typing import Any, Final
 import attrs
 
 from .load import (
+    REPO,
     Image,
     ServerProcess,
     Target,
@@ -151,12 +152,22 @@ def device_cpu(stats: dict[str, Any]) -> float:
     return float(stats["device"]["own_cpu_s"]) if stats.get("device") else 0.0
 
 
+#: Starts ``benchmarks.host_server`` from the checkout given as the first argument, so
+#: that a second tree (``--before``) is measured with its own code in the same run.
+_BOOT: Final = (
+    "import os, runpy, sys; os.chdir(sys.argv[1]); sys.path[0] = os.getcwd(); "
+    "sys.argv = sys.argv[:1] + sys.argv[2:]; "
+    "runpy.run_module('benchmarks.host_server', run_name='__main__')"
+)
+
+
 def start_server(
     tmp: Path, name: str, store: Path, *, latency: str, record: bool = False,
+    tree: Path = REPO,
 ) -> ServerProcess:
     cfg = write_config(tmp, name, {"server": {"max_in_flight": 64}})
     port = free_port()
-    cmd = [sys.executable, "-m", "benchmarks.host_server", "--store", str(store),
+    cmd = [sys.executable, "-c", _BOOT, str(tree), "--store", str(store),
            "--latency", latency, "--config", str(cfg), "--port", str(port)]
     if record:
         cmd.append("--record")
@@ -170,42 +181,64 @@ class Sequential:
 
     host_ms: dict[str, float]  # per image: server CPU less reading it, less the device
     device_ms: dict[str, float]
+    image_stages_ms: dict[str, dict[str, float]]  # per image, per stage
     stages_ms: dict[str, float]  # per stage, per image (the whole pass)
     process_ms: float  # server CPU per image over the pass, device and reads excluded
     read_cost_ms: float
+    trio_other_ms: float  # per image: the Trio thread's CPU outside the timed stages
 
 
 def _stage_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     return {s: b["stages"][s]["cpu_s"] - a["stages"][s]["cpu_s"] for s in b["stages"]}
 
 
-def run_sequential(target: Target, images: Sequence[BenchImage], refs: dict[str, Any],
-                   check: Check) -> Sequential:
-    # The CPU a pair of stats reads costs the server, with nothing in between.
-    calib = []
-    for _ in range(7):
-        a, b = get_stats(target), get_stats(target)
-        calib.append(b["process_cpu_s"] - a["process_cpu_s"])
-    read_cost = statistics.median(calib)
-    host, dev = {}, {}
-    conn = None
-    first = get_stats(target)
-    for bi in images:
-        a = get_stats(target)
-        reply, conn = timed_post(target, conn, 0, bi.image, bi.body)
-        b = get_stats(target)
-        check.add(bi.key, reply.status, reply.body, refs.get(bi.key))
-        d = device_cpu(b) - device_cpu(a)
-        dev[bi.key] = d * 1000
-        host[bi.key] = (b["process_cpu_s"] - a["process_cpu_s"] - read_cost - d) * 1000
-    last = get_stats(target)
-    if conn is not None:
-        conn.close()
+def run_sequential(targets: dict[str, Target], images: Sequence[BenchImage],
+                   refs: dict[str, Any], checks: dict[str, Check]) -> dict[str, Sequential]:
+    """Each image alone on each target in turn (the order alternating image by image, so
+    that drifting machine load hits every target alike)."""
+    names = list(targets)
+    read_cost, first = {}, {}
+    for name, target in targets.items():
+        # The CPU a pair of stats reads costs the server, with nothing in between.
+        calib = []
+        for _ in range(7):
+            a, b = get_stats(target), get_stats(target)
+            calib.append(b["process_cpu_s"] - a["process_cpu_s"])
+        read_cost[name] = statistics.median(calib)
+        first[name] = get_stats(target)
+    host: dict[str, dict[str, float]] = {n: {} for n in names}
+    dev: dict[str, dict[str, float]] = {n: {} for n in names}
+    per_stage: dict[str, dict[str, dict[str, float]]] = {n: {} for n in names}
+    conns: dict[str, Any] = dict.fromkeys(names)
+    for i, bi in enumerate(images):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            target = targets[name]
+            a = get_stats(target)
+            reply, conns[name] = timed_post(target, conns[name], 0, bi.image, bi.body)
+            b = get_stats(target)
+            checks[name].add(bi.key, reply.status, reply.body, refs.get(bi.key))
+            d = device_cpu(b) - device_cpu(a)
+            dev[name][bi.key] = d * 1000
+            per_stage[name][bi.key] = {k: v * 1000 for k, v in _stage_delta(a, b).items()}
+            host[name][bi.key] = (b["process_cpu_s"] - a["process_cpu_s"] - read_cost[name]
+                                  - d) * 1000
+    out = {}
     n = len(images)
-    stages = {s: v * 1000 / n for s, v in _stage_delta(first, last).items()}
-    process = (last["process_cpu_s"] - first["process_cpu_s"]
-               - (2 * n + 1) * read_cost - (device_cpu(last) - device_cpu(first))) * 1000 / n
-    return Sequential(host, dev, stages, process, read_cost * 1000)
+    for name, target in targets.items():
+        last = get_stats(target)
+        if conns[name] is not None:
+            conns[name].close()
+        f, rc = first[name], read_cost[name]
+        stages = {s: v * 1000 / n for s, v in _stage_delta(f, last).items()}
+        process = (last["process_cpu_s"] - f["process_cpu_s"] - (2 * n + 1) * rc
+                   - (device_cpu(last) - device_cpu(f))) * 1000 / n
+        # The stats reads are HTTP requests the Trio thread serves: their cost comes off.
+        trio = ((last["trio_thread_cpu_s"] - f["trio_thread_cpu_s"])
+                - (last["stages_on_trio_thread_s"] - f["stages_on_trio_thread_s"])
+                - (2 * n + 1) * rc) * 1000 / n
+        out[name] = Sequential(host[name], dev[name], per_stage[name], stages, process,
+                               rc * 1000, trio)
+    return out
 
 
 @attrs.frozen
@@ -278,6 +311,9 @@ class Report:
     load_before: tuple[float, ...] = ()
     load_after: tuple[float, ...] = ()
     seconds: float = 0.0
+    #: The same measurements of another checkout (``--before``), in the same run.
+    before: Report | None = None
+    before_tree: str | None = None
 
     @property
     def host_ms_median(self) -> float:
@@ -311,13 +347,28 @@ def print_report(rep: Report, out: Callable[[str], None] = print) -> None:
         total = seq.process_ms
         staged = sum(seq.stages_ms.values())
         rows = [[s, v, v / total if total else math.nan] for s, v in seq.stages_ms.items()]
-        rows.append(["HTTP and framework (the rest)", total - staged,
-                     (total - staged) / total if total else math.nan])
+        rest = total - staged
+        rows.append(["HTTP and framework on the Trio thread", seq.trio_other_ms,
+                     seq.trio_other_ms / total if total else math.nan])
+        rows.append(["thread hand-offs, untimed work in workers", rest - seq.trio_other_ms,
+                     (rest - seq.trio_other_ms) / total if total else math.nan])
         rows.append(["total (server CPU per image)", total, 1.0])
         dev = statistics.mean(seq.device_ms.values()) if seq.device_ms else math.nan
+        folders = sorted({bi.folder for bi in rep.images})
+
+        def folder_mean(f: str, value: Callable[[str], float]) -> float:
+            return statistics.mean(value(bi.key) for bi in rep.images if bi.folder == f)
+
+        for row in rows[:-3]:
+            row += [folder_mean(f, lambda k, st=row[0]: seq.image_stages_ms[k][st])
+                    for f in folders]
+        rows[-3] += [None] * len(folders)
+        rows[-2] += [None] * len(folders)
+        rows[-1] += [folder_mean(f, lambda k: seq.host_ms[k]) for f in folders]
         out(f"\nStage profile, instant device, c=1 ({len(rep.images)} images; replay "
-            f"device's own work, not included: {dev:.2f} ms per image)")
-        out(table(["stage", "CPU ms per image", "share"], rows))
+            f"device's own work, not included: {dev:.2f} ms per image; folder columns: "
+            "mean ms per image)")
+        out(table(["stage", "CPU ms per image", "share", *folders], rows))
     for name, levels in (("instant device", rep.instant),
                          ("modelled Hailo-10H (replay_device.HAILO10H)", rep.modelled)):
         if not levels:
@@ -330,7 +381,14 @@ def print_report(rep: Report, out: Callable[[str], None] = print) -> None:
                     lv.npu_images_per_s if lv.npu_busy_s else None,
                     lv.images_per_s / lv.npu_images_per_s if lv.npu_busy_s else None]
                    for lv in levels]))
+    if rep.before is not None:
+        out(f"\nBefore ({rep.before_tree}) and after (this checkout), the same run")
+        out(table(["measure", "before", "after", "after / before"], comparison(rep)))
     c = rep.check
+    if rep.before is not None:
+        b = rep.before.check
+        out(f"\nBefore: {b.same} answers identical to the recording run, "
+            f"{len(b.different)} different, {len(b.failed)} failed")
     out(f"\nAnswers against the recording run (ONNX on the CPU, {rep.recorded_frames} frames "
         f"computed this run): {c.same} identical, {len(c.different)} different, "
         f"{len(c.failed)} failed")
@@ -338,6 +396,38 @@ def print_report(rep: Report, out: Callable[[str], None] = print) -> None:
         out(f"  {line}")
     out("\nTargets (2-core x86; instant device unless said)")
     out(table(["target", "measured", "limit", "met"], targets(rep)))
+
+
+def comparison(rep: Report) -> list[list[Any]]:
+    """Rows of before / after: host ms, each stage, CPU and images/s per level."""
+    b = rep.before
+    assert b is not None
+    rows: list[list[Any]] = []
+
+    def add(name: str, before: float, after: float) -> None:
+        rows.append([name, before, after, after / before if before else math.nan])
+
+    add("median host CPU ms per image (c=1)", b.host_ms_median, rep.host_ms_median)
+    if b.seq and rep.seq:
+        for folder in sorted({bi.folder for bi in rep.images}):
+            keys = [bi.key for bi in rep.images if bi.folder == folder]
+            add(f"  median, {folder}", statistics.median(b.seq.host_ms[k] for k in keys),
+                statistics.median(rep.seq.host_ms[k] for k in keys))
+        add("server CPU ms per image, c=1 pass", b.seq.process_ms, rep.seq.process_ms)
+        for stage, v in rep.seq.stages_ms.items():
+            add(f"  {stage}", b.seq.stages_ms.get(stage, math.nan), v)
+        add("  HTTP and framework on the Trio thread", b.seq.trio_other_ms,
+            rep.seq.trio_other_ms)
+    for label, mine, theirs in (("instant", rep.instant, b.instant),
+                                ("hailo10h", rep.modelled, b.modelled)):
+        for lv in mine:
+            other = b.level(theirs, lv.concurrency)
+            if other is None:
+                continue
+            add(f"{label} c={lv.concurrency} images/s", other.images_per_s, lv.images_per_s)
+            add(f"{label} c={lv.concurrency} CPU ms per image", other.cpu_ms_per_image,
+                lv.cpu_ms_per_image)
+    return rows
 
 
 def targets(rep: Report) -> list[list[Any]]:
@@ -370,11 +460,19 @@ def summary_line(rep: Report) -> str:
 # ----------------------------------------------------------------------------- the run
 def run(images: Sequence[BenchImage], *, store: Path, levels: Sequence[int] = LEVELS,
         modelled: bool = True, count: Callable[[int], int] | None = None,
-        workdir: Path | None = None,
+        workdir: Path | None = None, before: Path | None = None,
         progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
         ) -> Report:
+    """The whole run (see the module docstring). ``before``: another checkout measured
+    the same way, image by image and level by level in turn with this one."""
     t0 = time.perf_counter()
     rep = Report(list(images), load_before=os.getloadavg())
+    reports = {"after": rep}
+    trees = {"after": REPO}
+    if before is not None:
+        rep.before = reports["before"] = Report(list(images))
+        rep.before_tree = str(before)
+        trees["before"] = before
     count = count or (lambda c: max(len(images), 4 * c))
     with contextlib.ExitStack() as stack:
         tmp = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hc-")))
@@ -385,29 +483,35 @@ def run(images: Sequence[BenchImage], *, store: Path, levels: Sequence[int] = LE
         rep.recorded_frames = int(dev["recorded"])
         srv.stop()  # the recording is saved as the device closes
 
-        progress("instant device: each image alone")
-        srv = stack.enter_context(_running(tmp, "instant", store, latency="instant"))
-        for bi in images[:2]:  # warm-up: first-call costs are start-up, not load
-            timed_post(srv.target, None, 0, bi.image, bi.body)
-        rep.seq = run_sequential(srv.target, images, refs, rep.check)
-        rep.instant = run_levels(srv.target, "instant", images, refs, levels, count,
-                                 rep.check, progress)
-        srv.stop()
-
-        if modelled:
-            srv = stack.enter_context(_running(tmp, "hailo10h", store, latency="hailo10h"))
-            for bi in images[:2]:
-                timed_post(srv.target, None, 0, bi.image, bi.body)
-            rep.modelled = run_levels(srv.target, "hailo10h", images, refs, levels, count,
-                                      rep.check, progress)
-            srv.stop()
+        for device in ("instant", "hailo10h") if modelled else ("instant",):
+            servers = {name: stack.enter_context(_running(
+                tmp, f"{device}-{name}", store, latency=device, tree=tree))
+                for name, tree in trees.items()}
+            targets_ = {name: srv.target for name, srv in servers.items()}
+            for target in targets_.values():
+                for bi in images[:2]:  # warm-up: first-call costs are start-up, not load
+                    timed_post(target, None, 0, bi.image, bi.body)
+            checks = {name: r.check for name, r in reports.items()}
+            if device == "instant":
+                progress(f"instant device: each image alone ({', '.join(trees)})")
+                for name, seq in run_sequential(targets_, images, refs, checks).items():
+                    reports[name].seq = seq
+            names = list(targets_)
+            for k, c in enumerate(levels):
+                for name in names[k % len(names):] + names[: k % len(names)]:
+                    lv = run_levels(targets_[name], device, images, refs, [c], count,
+                                    checks[name], lambda m, n=name: progress(f"{n}: {m}"))
+                    getattr(reports[name], "instant" if device == "instant"
+                            else "modelled").extend(lv)
+            for srv in servers.values():
+                srv.stop()
     rep.load_after = os.getloadavg()
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
 @contextlib.contextmanager
-def _running(tmp: Path, name: str, store: Path, **kwargs: Any):
+def _running(tmp: Path, name: str, store: Path, **kwargs: Any) -> Any:
     srv = start_server(tmp, name, store, **kwargs)
     try:
         yield srv
@@ -425,6 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"where recordings are kept (default {DEFAULT_STORE})")
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)))
     ap.add_argument("--no-modelled", action="store_true", help="skip the modelled Hailo-10H")
+    ap.add_argument("--before", type=Path, metavar="CHECKOUT",
+                    help="also measure this checkout (a git worktree of an earlier commit), "
+                    "in turn with this one, for before / after figures from the same run")
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args(argv)
 
@@ -436,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = bench_images(root, per_folder)
     levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
     rep = run(images, store=args.store, levels=levels,
-              modelled=not (args.quick or args.no_modelled))
+              modelled=not (args.quick or args.no_modelled), before=args.before)
     if args.json:
         args.json.write_text(json.dumps(attrs.asdict(rep, filter=lambda a, v: a.name != "body"),
                                         default=str, indent=1))
@@ -447,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{rep.seconds:.0f} s")
     print_report(rep)
     print(summary_line(rep))
-    return 0 if rep.check.ok else 1
+    ok = rep.check.ok and (rep.before is None or rep.before.check.ok)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Runs ``web.server.serve`` (Hypercorn, Quart-Trio, the whole actor tree) with its
 replaced by :class:`benchmarks.replay_device.ReplayBackend` through the app factory's
 ``make_backend`` hook, times the pipeline's stages (:mod:`benchmarks.stage_profile`), and
 adds one route for the benchmark: ``GET /bench/stats``, the process's CPU time (every
-thread, live or ended: ``time.process_time``), the stages' CPU time and the replay
-device's counters. Nothing here is reachable from ``hailo-ocr serve``.
+thread, live or ended: ``time.process_time``) and the Trio thread's, the stages' CPU time
+and the replay device's counters. Nothing here is reachable from ``hailo-ocr serve``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def install_bench_app(clock: StageClock, devices: _Devices) -> None:
             device = devices.current.statistics() if devices.current is not None else None
             return {
                 "process_cpu_s": time.process_time(),
+                # This handler runs on the Trio thread: its clock is that thread's.
+                "trio_thread_cpu_s": time.thread_time(),
+                "stages_on_trio_thread_s": clock.on_main_thread(),
                 "stages": clock.snapshot(),
                 "device": attrs.asdict(device) if device is not None else None,
             }
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", help="YAML configuration (server, batching, ...)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--cprofile", type=Path,
+                    help="profile the Trio thread's Python calls (cProfile) into this file")
     args = ap.parse_args(argv)
 
     config = load_config(args.config, env={}, overrides={
@@ -98,7 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_bench_app(clock, devices)
     from web.server import serve
 
-    trio.run(serve, config, make)
+    if args.cprofile is None:
+        trio.run(serve, config, make)
+        return 0
+    import cProfile
+
+    with cProfile.Profile() as profile:  # this thread only: the Trio thread
+        trio.run(serve, config, make)
+    profile.dump_stats(args.cprofile)
     return 0
 
 

@@ -16,6 +16,7 @@ the process's CPU time; the benchmark reports it as "HTTP and framework".
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import threading
 import time
@@ -44,6 +45,7 @@ STAGES: Final = {
         "actors.orchestrator:detect_languages",
     ),
     "JSON response": ("web.routes:extract_json", "app:json.dumps"),
+    "garbage collection": (),  # timed through gc.callbacks, see StageClock.install
 }
 
 
@@ -54,6 +56,8 @@ class StageClock:
         self._lock = threading.Lock()
         self._cpu = dict.fromkeys(STAGES, 0.0)
         self._calls = dict.fromkeys(STAGES, 0)
+        self._on_main = 0.0  # the part spent on the main (Trio) thread
+        self._main = threading.main_thread()
 
     def timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -66,13 +70,29 @@ class StageClock:
                 with self._lock:
                     self._cpu[stage] += spent
                     self._calls[stage] += 1
+                    if threading.current_thread() is self._main:
+                        self._on_main += spent
 
         return wrapper
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        """``gc.callbacks`` hook: a collection runs in whichever thread triggered it."""
+        if phase == "start":
+            self._gc_start.value = time.thread_time()
+            return
+        spent = time.thread_time() - getattr(self._gc_start, "value", time.thread_time())
+        with self._lock:
+            self._cpu["garbage collection"] += spent
+            self._calls["garbage collection"] += 1
+            if threading.current_thread() is self._main:
+                self._on_main += spent
 
     def install(self, app: Any = None) -> None:
         """Wrap every stage's functions; ``app`` is the Quart app (for ``app:`` targets).
         A target that does not exist is an error: a silently missing stage would move
         its cost into "HTTP and framework"."""
+        self._gc_start = threading.local()
+        gc.callbacks.append(self._gc)
         for stage, targets in STAGES.items():
             for target in targets:
                 owner_name, _, path = target.partition(":")
@@ -98,3 +118,8 @@ class StageClock:
     def snapshot(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {s: {"cpu_s": self._cpu[s], "calls": self._calls[s]} for s in STAGES}
+
+    def on_main_thread(self) -> float:
+        """CPU seconds the stages spent on the main (Trio) thread."""
+        with self._lock:
+            return self._on_main

@@ -48,7 +48,7 @@ def test_host_cost_records_replays_and_checks_every_answer(devdata, tmp_path):
 
     lines: list[str] = []
     hc.print_report(rep, lines.append)
-    assert any("HTTP and framework" in line for line in lines)
+    assert any("HTTP and framework on the Trio thread" in line for line in lines)
     assert re.fullmatch(r"host_ms_per_image=[0-9.]+ c8_images_per_s=nan", hc.summary_line(rep))
 
     # A second run finds everything recorded: nothing is computed again.
