@@ -11,12 +11,14 @@ same map gives the same boxes as RapidOCR.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import cv2
 import numpy as np
 import pyclipper
 
-from .geometry import DetTransform, order_clockwise
+from .geometry import DetTransform, order_clockwise_many
 
 _DILATION_KERNEL = np.ones((2, 2), dtype=np.uint8)
 
@@ -31,6 +33,10 @@ class DbParams:
     use_dilation: bool = True
 
 
+def _no_quads() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 4, 2), dtype=np.float32), np.zeros((0,), dtype=np.float32)
+
+
 def _mini_box(contour: np.ndarray) -> tuple[np.ndarray, float]:
     rect = cv2.minAreaRect(contour)
     pts = sorted(cv2.boxPoints(rect).tolist(), key=lambda p: p[0])
@@ -42,10 +48,15 @@ def _mini_box(contour: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _box_score(prob: np.ndarray, box: np.ndarray) -> float:
     h, w = prob.shape
-    xmin = int(np.clip(np.floor(box[:, 0].min()), 0, w - 1))
-    xmax = int(np.clip(np.ceil(box[:, 0].max()), 0, w - 1))
-    ymin = int(np.clip(np.floor(box[:, 1].min()), 0, h - 1))
-    ymax = int(np.clip(np.ceil(box[:, 1].max()), 0, h - 1))
+    # Bounds from Python floats: the same floor and clip as numpy's, without a numpy
+    # call per scalar (a third of DB post-processing's time, one box at a time).
+    pts = box.tolist()
+    xs = [x for x, _ in pts]
+    ys = [y for _, y in pts]
+    xmin = min(max(math.floor(min(xs)), 0), w - 1)
+    xmax = min(max(math.ceil(max(xs)), 0), w - 1)
+    ymin = min(max(math.floor(min(ys)), 0), h - 1)
+    ymax = min(max(math.ceil(max(ys)), 0), h - 1)
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
     shifted = box - np.array([xmin, ymin], dtype=np.float32)
     cv2.fillPoly(mask, shifted.reshape(1, -1, 2).astype(np.int32), 1)
@@ -76,12 +87,14 @@ def db_boxes(
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 2:
         raise ValueError(f"expected a 2-D probability map, got shape {prob.shape}")
-    bitmap = (prob > params.thresh).astype(np.uint8)
+    # A 0/1 map: findContours treats any non-zero pixel as set, so the bool map is
+    # used as it is (no 0/255 copy).
+    bitmap = (prob > params.thresh).view(np.uint8)
     if params.use_dilation:
         bitmap = cv2.dilate(bitmap, _DILATION_KERNEL)
-    contours, _ = cv2.findContours(bitmap * 255, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
 
-    quads: list[np.ndarray] = []
+    boxes: list[np.ndarray] = []
     scores: list[float] = []
     for contour in contours[: params.max_candidates]:
         box, short_side = _mini_box(contour)
@@ -96,15 +109,21 @@ def db_boxes(
         box, short_side = _mini_box(grown)
         if short_side < params.min_size + 2:
             continue
-        src = transform.map_to_src(box).astype(np.int32).astype(np.float32)
-        src = order_clockwise(src)
-        src[:, 0] = np.clip(src[:, 0], 0, transform.src_w - 1).astype(np.int32)
-        src[:, 1] = np.clip(src[:, 1], 0, transform.src_h - 1).astype(np.int32)
-        if int(np.linalg.norm(src[0] - src[1])) <= 3 or int(np.linalg.norm(src[0] - src[3])) <= 3:
-            continue
-        quads.append(transform.src_to_orig(src))
+        boxes.append(box)
         scores.append(score)
-
-    if not quads:
-        return np.zeros((0, 4, 2), dtype=np.float32), np.zeros((0,), dtype=np.float32)
-    return np.stack(quads).astype(np.float32), np.asarray(scores, dtype=np.float32)
+    if not boxes:
+        return _no_quads()
+    # The boxes kept so far, all at once: into source pixels (whole pixels, as PaddleOCR
+    # rounds them), clockwise, clipped, the slivers dropped, then into the original image.
+    src = transform.map_to_src(np.stack(boxes)).astype(np.int32).astype(np.float32)
+    src = order_clockwise_many(src)
+    src[..., 0] = np.clip(src[..., 0], 0, transform.src_w - 1).astype(np.int32)
+    src[..., 1] = np.clip(src[..., 1], 0, transform.src_h - 1).astype(np.int32)
+    # Whole-pixel corners: the edge lengths are exact, whatever the summation order.
+    top = np.linalg.norm(src[:, 0] - src[:, 1], axis=1).astype(np.int64)
+    left = np.linalg.norm(src[:, 0] - src[:, 3], axis=1).astype(np.int64)
+    keep = (top > 3) & (left > 3)
+    if not keep.any():
+        return _no_quads()
+    quads = transform.src_to_orig(src[keep]).astype(np.float32)
+    return quads, np.asarray(scores, dtype=np.float32)[keep]

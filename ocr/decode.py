@@ -133,11 +133,13 @@ def limit_dimension(img: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def _exif_transpose(img: Image.Image) -> Image.Image:
+    # In place: without an orientation tag Pillow would otherwise return a copy of
+    # every pixel, for nothing (the image is ours alone).
     try:
-        transposed = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # a broken EXIF block should not lose the picture
-        return img
-    return img if transposed is None else transposed
+        pass
+    return img
 
 
 def _to_bgr(img: Image.Image) -> np.ndarray:
@@ -200,5 +202,7 @@ def _rgba_to_bgr(arr: np.ndarray) -> np.ndarray:
     else:
         luminance = visible @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         background = 255.0 if float(luminance.mean()) < 128 else 0.0
-    blended = rgb * alpha[..., None] + background * (1.0 - alpha)[..., None]
-    return cv2.cvtColor(blended.astype(np.uint8), cv2.COLOR_RGB2BGR)
+    # In place, the same float32 products and sums: two full-size temporaries fewer.
+    rgb *= alpha[..., None]
+    rgb += (background * (1.0 - alpha))[..., None]
+    return cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2BGR)

@@ -136,5 +136,11 @@ def to_nchw_normalised(images: list[np.ndarray] | np.ndarray) -> np.ndarray:
 
 def to_nhwc_rgb_uint8(images: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """Stack HWC BGR ``uint8`` images into the raw RGB NHWC frames an NPU model takes."""
-    batch = np.stack(images) if isinstance(images, list) else images[None]
-    return np.ascontiguousarray(batch[..., ::-1])
+    frames = images if isinstance(images, list) else [images]
+    h, w = frames[0].shape[:2]
+    # Each frame converted straight into its place in the batch: one pass over the
+    # pixels (a stack and a reversed-channel copy were two).
+    out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=out[i])
+    return out

@@ -90,7 +90,9 @@ def pack_fixed_rgb(
     batch = np.full((n, height, width, 3), pad_value, dtype=np.uint8)
     for i, crop in enumerate(resized):
         w = min(crop.shape[1], width)
-        batch[i, :, :w] = crop[:, :w, ::-1]
+        # OpenCV swaps the channels in one vectorised pass; numpy's reversed-stride
+        # copy (crop[..., ::-1]) goes element by element, several times slower.
+        batch[i, :, :w] = cv2.cvtColor(np.ascontiguousarray(crop[:, :w]), cv2.COLOR_BGR2RGB)
     return batch
 
 
@@ -110,7 +112,10 @@ def ctc_greedy_decode(
             f"the model outputs {probs.shape[2]} classes but the character list has {len(charset)}"
         )
     best = probs.argmax(axis=2)
-    best_p = probs.max(axis=2)
+    # The best class's probability read at its index, not found again by a second pass
+    # over all classes: with PP-OCRv6's 18 710 classes a batch of 8 is 24 MB, and each
+    # pass over it is a large share of the host's cost per image on the NPU path.
+    best_p = np.take_along_axis(probs, best[..., None], axis=2)[..., 0]
     results: list[tuple[str, float]] = []
     for idx, p in zip(best, best_p, strict=True):
         keep = np.ones(len(idx), dtype=bool)

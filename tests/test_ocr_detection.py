@@ -15,7 +15,7 @@ from ocr.detection import (
     to_nchw_normalised,
     to_nhwc_rgb_uint8,
 )
-from ocr.geometry import DetTransform, order_clockwise, quad_size
+from ocr.geometry import DetTransform, order_clockwise, order_clockwise_many, quad_size
 
 # ------------------------------------------------------------------ preprocessing
 
@@ -89,6 +89,16 @@ def test_tensor_layouts():
     nhwc = to_nhwc_rgb_uint8([img, img])
     assert nhwc.shape == (2, 32, 64, 3) and nhwc.dtype == np.uint8
     assert (nhwc[..., 2] == 0).all() and (nhwc[..., 0] == 255).all()  # BGR -> RGB
+
+
+def test_nhwc_frames_are_the_images_with_channels_reversed():
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8) for _ in range(3)]
+    view = rng.integers(0, 256, (37, 80, 3), dtype=np.uint8)[:, 10:63]  # not contiguous
+    for given in (imgs, imgs[0], [view]):
+        want = np.stack(given if isinstance(given, list) else [given])[..., ::-1]
+        got = to_nhwc_rgb_uint8(given)
+        assert got.flags.c_contiguous and np.array_equal(got, want)
 
 
 # ------------------------------------------------------------------ DB post-processing
@@ -203,6 +213,15 @@ def test_order_clockwise_from_any_order():
     pts = np.array([[10, 30], [50, 10], [10, 10], [50, 30]], np.float32)
     assert order_clockwise(pts).tolist() == [[10, 10], [50, 10], [50, 30], [10, 30]]
     assert quad_size(order_clockwise(pts)) == (40, 20)
+
+
+def test_order_clockwise_many_orders_each_quad_as_order_clockwise_does():
+    # Small integer coordinates: many ties in x and y, where a stable sort matters.
+    quads = np.random.default_rng(5).integers(0, 6, (3000, 4, 2)).astype(np.float32)
+    many = order_clockwise_many(quads)
+    assert many.shape == quads.shape and many.dtype == np.float32
+    for quad, got in zip(quads, many, strict=True):
+        assert np.array_equal(got, order_clockwise(quad))
 
 
 def test_crop_warps_a_quad_to_an_upright_rectangle():

@@ -66,6 +66,16 @@ def test_pack_fixed_rgb_pads_and_fills_slots():
     assert (batch[0, :, 100:] == 128).all() and (batch[1:] == 128).all()
 
 
+def test_pack_fixed_rgb_frames_are_the_crops_in_rgb_cut_at_the_width():
+    rng = np.random.default_rng(11)
+    crops = [rng.integers(0, 256, (48, w, 3), dtype=np.uint8) for w in (1, 57, 320, 411)]
+    batch = pack_fixed_rgb(crops, 320, pad_value=7)
+    for frame, crop in zip(batch, crops, strict=True):
+        w = min(crop.shape[1], 320)
+        assert np.array_equal(frame[:, :w], crop[:, :w, ::-1])
+        assert (frame[:, w:] == 7).all()
+
+
 def test_group_widths_follow_paddle_grouping():
     # ratios 1, 2, ..., 10 (h = 48): sorted groups of 3 -> max ratios 3, 6, 9, 10
     crops = [_crop(48, 48 * r) for r in (5, 1, 9, 2, 10, 3, 4, 6, 7, 8)]
@@ -111,6 +121,21 @@ def test_ctc_all_blank_is_empty_with_zero_confidence_and_space_decodes():
     out = ctc_greedy_decode(np.stack([_probs([0, 0, 0]), _probs([1, 4, 2])]), CHARSET)
     assert out[0] == ("", 0.0)
     assert out[1][0] == "a b"
+
+
+def test_ctc_reads_the_best_class_and_its_probability_of_every_step():
+    rng = np.random.default_rng(7)
+    charset = tuple(f"c{i}" for i in range(50))
+    probs = rng.random((6, 25, 50), dtype=np.float32)
+    probs[:, ::3, 0] = 2.0  # blanks between repeats
+    probs[1, 4, 7] = probs[1, 4, 9] = 3.0  # a tie: the first index wins
+    got = ctc_greedy_decode(probs, charset)
+    best, best_p = probs.argmax(axis=2), probs.max(axis=2)
+    for n, (text, conf) in enumerate(got):
+        keep = np.r_[True, best[n, 1:] != best[n, :-1]] & (best[n] != 0)
+        assert text == "".join(charset[c] for c in best[n][keep])
+        assert conf == float(np.mean(best_p[n][keep]))
+    assert "c7" in got[1][0] and "c9" not in got[1][0]
 
 
 def test_ctc_rejects_bad_shapes():
