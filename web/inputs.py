@@ -26,9 +26,8 @@ import base64
 import binascii
 import json
 import os
-import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -42,8 +41,12 @@ from .errors import ApiError
 #: Above this many characters, JSON and base64 are decoded in a worker thread.
 _THREAD_THRESHOLD = 256 * 1024
 
-_B64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
-_WHITESPACE = re.compile(rb"\s+")
+#: The standard and URL-safe base64 alphabets together.
+_B64_ALPHABET: Final = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+)
+#: ASCII whitespace, what ``\s`` matches in a bytes pattern.
+_WHITESPACE: Final = b" \t\n\r\x0b\x0c"
 
 
 @attrs.frozen
@@ -78,15 +81,21 @@ def check_media_type(media_type: str, where: str) -> None:
 
 def _b64decode(text: bytes, max_bytes: int) -> bytes:
     """Strict base64 (standard or URL-safe alphabet, padding optional, whitespace ignored)."""
-    compact = _WHITESPACE.sub(b"", text)
+    # bytes.translate, not a regular expression: the same checks, ten times faster
+    # on a receipt's 400 kB of base64 (benchmarks/RESULTS.md, host cost).
+    compact = text.translate(None, _WHITESPACE)
     if not compact:
         raise ApiError(400, "invalid_image", "the image is empty")
     if len(compact) * 3 // 4 > max_bytes + 3:
         raise _too_large(len(compact) * 3 // 4, max_bytes)
-    if not _B64_CHARS.match(compact) or len(compact) % 4 == 1:
+    stripped = compact.rstrip(b"=")
+    if (
+        len(compact) - len(stripped) > 2  # at most two padding characters, at the end
+        or stripped.translate(None, _B64_ALPHABET)  # anything outside the alphabet
+        or len(compact) % 4 == 1
+    ):
         raise ApiError(400, "invalid_base64", "the image is not valid base64")
-    compact = compact.rstrip(b"=")
-    compact += b"=" * (-len(compact) % 4)
+    compact = stripped + b"=" * (-len(stripped) % 4)
     try:
         if b"-" in compact or b"_" in compact:
             data = base64.urlsafe_b64decode(compact)
