@@ -192,7 +192,8 @@ def _decode(data: bytes, s: PipelineSettings) -> tuple[np.ndarray, tuple[int, in
 
 
 def _bbox(quad: np.ndarray) -> tuple[tuple[int, int], ...]:
-    return tuple((round(float(x)), round(float(y))) for x, y in quad)
+    # tolist: Python floats in one call (runs on the Trio thread, for every region).
+    return tuple((round(x), round(y)) for x, y in quad.tolist())
 
 
 def detect_languages(language: str, texts: Sequence[str]) -> tuple[str, ...]:
