@@ -79,6 +79,7 @@ from .hef_specs import (
     import_hailort,
     looks_like_probabilities,
     recognition_spec,
+    sigmoid,
     softmax,
 )
 from .models import resolve_model_path
@@ -669,7 +670,7 @@ def _activated(out: np.ndarray, model: _Model, *, rows: bool, what: str) -> np.n
             "probably failed on the NPU; the manager does not check a job's status)"
         )
     if model.activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-out))
+        return sigmoid(out.copy())  # the reply's buffer is read-only
     if model.activation == "softmax":
         return softmax(out.copy())
     return out

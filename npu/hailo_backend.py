@@ -90,6 +90,7 @@ from .hef_specs import (
     import_hailort,
     looks_like_probabilities,
     recognition_spec,
+    sigmoid,
     softmax,
 )
 from .models import configured_hefs, resolve_model_path
@@ -625,8 +626,8 @@ class HailoBackend:
             await self._run_chunk(model, batch[start:end], out[start:end])
         if model_id == DETECTION:
             prob = out.reshape(n, *(d for d in model.output_shape if d != 1))
-            if model.activation == "sigmoid":
-                prob = 1.0 / (1.0 + np.exp(-prob))
+            if model.activation == "sigmoid":  # per pixel: not on the Trio thread
+                prob = await trio.to_thread.run_sync(sigmoid, prob)
             return prob
         probs = out.reshape(n, -1, model.output_shape[-1])
         if model.activation == "softmax":

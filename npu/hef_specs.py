@@ -84,6 +84,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))``, in place (``x`` is the call's own output buffer)."""
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    np.reciprocal(x, out=x)
+    return x
+
+
 def looks_like_probabilities(out: np.ndarray, *, rows: bool) -> bool:
     """True when ``out`` holds probabilities (rows summing to 1 for a class output).
 

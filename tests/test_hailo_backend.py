@@ -235,6 +235,37 @@ async def test_logits_get_a_softmax(config, hailo_model_dir):
     assert np.allclose(outs[0], outs[1], atol=1e-4)
 
 
+async def test_detection_logits_get_a_sigmoid_in_a_worker_thread(
+    config, hailo_model_dir, monkeypatch
+):
+    import threading
+
+    import npu.hailo_backend as hb
+
+    threads = []
+    sigmoid = hb._sigmoid
+
+    def recording_sigmoid(x):
+        threads.append(threading.current_thread())
+        return sigmoid(x)
+
+    monkeypatch.setattr(hb, "_sigmoid", recording_sigmoid)
+    plain = write_models(hailo_model_dir / "p")
+    logits = write_models(hailo_model_dir / "l", det={"output": "logits"})
+    frame = np.full((1, 544, 960, 3), 255, np.uint8)
+    frame[0, 200:240, 100:600] = 0  # a dark bar: text-like
+    outs = []
+    for hailo_files in (plain, logits):
+        backend = HailoBackend(hailo_config(config, hailo_files))
+        await trio.to_thread.run_sync(backend.load)
+        try:
+            outs.append(await backend.infer("detection", frame))
+        finally:
+            backend.close()
+    assert np.allclose(outs[0], outs[1], atol=1e-4)
+    assert threads and threading.main_thread() not in threads
+
+
 # --- sharing the device ----------------------------------------------------------------------
 
 

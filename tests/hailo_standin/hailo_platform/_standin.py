@@ -372,6 +372,9 @@ class Job:
         model = self.configured.model
         if desc.kind == "detection":
             out = out[:, 0][..., None]  # (N, 1, H, W) -> (N, H, W, 1)
+            if desc.output_kind == "logits":  # a HEF without its final sigmoid
+                p = np.clip(out, 1e-6, 1 - 1e-6)
+                out = np.log(p / (1 - p))
         else:
             if desc.output_kind == "logits":
                 out = np.log(np.clip(out, 1e-12, None))
