@@ -163,12 +163,14 @@ _BOOT: Final = (
 
 def start_server(
     tmp: Path, name: str, store: Path, *, latency: str, record: bool = False,
-    tree: Path = REPO,
+    tree: Path = REPO, cpus: str | None = None,
 ) -> ServerProcess:
     cfg = write_config(tmp, name, {"server": {"max_in_flight": 64}})
     port = free_port()
     cmd = [sys.executable, "-c", _BOOT, str(tree), "--store", str(store),
            "--latency", latency, "--config", str(cfg), "--port", str(port)]
+    if cpus is not None:  # e.g. one core: the host's work as one Pi core would queue it
+        cmd = ["taskset", "-c", cpus, *cmd]
     if record:
         cmd.append("--record")
     return ServerProcess(name, cmd, port, tmp / f"{name}.log").start()
@@ -460,7 +462,7 @@ def summary_line(rep: Report) -> str:
 # ----------------------------------------------------------------------------- the run
 def run(images: Sequence[BenchImage], *, store: Path, levels: Sequence[int] = LEVELS,
         modelled: bool = True, count: Callable[[int], int] | None = None,
-        workdir: Path | None = None, before: Path | None = None,
+        workdir: Path | None = None, before: Path | None = None, cpus: str | None = None,
         progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
         ) -> Report:
     """The whole run (see the module docstring). ``before``: another checkout measured
@@ -485,7 +487,7 @@ def run(images: Sequence[BenchImage], *, store: Path, levels: Sequence[int] = LE
 
         for device in ("instant", "hailo10h") if modelled else ("instant",):
             servers = {name: stack.enter_context(_running(
-                tmp, f"{device}-{name}", store, latency=device, tree=tree))
+                tmp, f"{device}-{name}", store, latency=device, tree=tree, cpus=cpus))
                 for name, tree in trees.items()}
             targets_ = {name: srv.target for name, srv in servers.items()}
             for target in targets_.values():
@@ -532,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--before", type=Path, metavar="CHECKOUT",
                     help="also measure this checkout (a git worktree of an earlier commit), "
                     "in turn with this one, for before / after figures from the same run")
+    ap.add_argument("--server-cpus", metavar="LIST",
+                    help="run the measured servers on these CPUs only (taskset -c LIST)")
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args(argv)
 
@@ -543,12 +547,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = bench_images(root, per_folder)
     levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
     rep = run(images, store=args.store, levels=levels,
-              modelled=not (args.quick or args.no_modelled), before=args.before)
+              modelled=not (args.quick or args.no_modelled), before=args.before,
+              cpus=args.server_cpus)
     if args.json:
         args.json.write_text(json.dumps(attrs.asdict(rep, filter=lambda a, v: a.name != "body"),
                                         default=str, indent=1))
     m = machine()
-    print(f"\nmachine: {m['nproc']} x {m['cpu']}, Python {m['python']}; load average "
+    pinned = f"; servers on CPUs {args.server_cpus}" if args.server_cpus else ""
+    print(f"\nmachine: {m['nproc']} x {m['cpu']}{pinned}, Python {m['python']}; load average "
           f"before {tuple(round(x, 2) for x in rep.load_before)}, after "
           f"{tuple(round(x, 2) for x in rep.load_after)}; {len(images)} images; run took "
           f"{rep.seconds:.0f} s")
