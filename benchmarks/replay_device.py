@@ -364,18 +364,23 @@ class _RecBuffers:
         self._steps = np.arange(shape[0])
         self._free: list[tuple[np.ndarray, list[np.ndarray]]] = []
         self._lock = threading.Lock()
+        self._unused_refs = 0  # a buffer's reference count when only this pool holds it
 
     def fill(self, entries: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         if len(entries) > self._batch:
             raise InferenceError(f"a recognition job of {len(entries)} frames (at most "
                                  f"{self._batch})")
         with self._lock:
-            slot = next((s for s in self._free if sys.getrefcount(s[0]) <= 2), None)
+            slot = next((s for s in self._free if _refs(s[0]) <= self._unused_refs), None)
             if slot is None:
                 buf = np.zeros((self._batch, *self._shape), dtype=np.float32)
                 buf.fill(0.0)  # touch every page now, not in the caller's decoding
                 slot = (buf, [np.zeros(self._shape[0], dtype=np.int64)] * self._batch)
                 self._free.append(slot)
+                del buf
+                # Measured, not assumed, through the same call as every later check:
+                # what getrefcount reports differs between Python versions.
+                self._unused_refs = _refs(slot[0])
             buf, set_idx = slot
             for i, (idx, p) in enumerate(entries):
                 buf[i, self._steps, set_idx[i]] = 0.0
@@ -384,6 +389,10 @@ class _RecBuffers:
             for i in range(len(entries), self._batch):
                 buf[i, self._steps, set_idx[i]] = 0.0
             return buf[: len(entries)]
+
+
+def _refs(buf: np.ndarray) -> int:
+    return sys.getrefcount(buf)
 
 
 def _model_id(path: Path) -> dict:

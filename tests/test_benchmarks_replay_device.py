@@ -83,6 +83,24 @@ def test_replay_answers_each_frame_as_recorded_in_any_batch(recorded):
     assert stats.missing == 0 and stats.recorded == 0 and stats.busy_s == 0
 
 
+def test_an_answer_still_held_is_never_overwritten_by_the_next(recorded):
+    store, _, _, rec, _, rec_out = recorded
+
+    async def main():
+        dev = ReplayBackend(store)
+        await trio.to_thread.run_sync(dev.load)
+        first = await dev.infer("recognition_en", rec[:2].copy())
+        kept = np.array(first)
+        second = await dev.infer("recognition_en", rec[3:].copy())  # other frames
+        assert np.array_equal(first, kept)  # the first buffer was not reused
+        assert not np.shares_memory(first, second)
+        del first, second
+        third = await dev.infer("recognition_en", rec[4:].copy())  # a buffer is free again
+        assert np.array_equal(np.array(third)[0], rec_out[4])
+
+    trio.run(main)
+
+
 def test_an_unrecorded_frame_fails_and_a_wrong_shape_too(recorded, tmp_path):
     store = recorded[0]
 
