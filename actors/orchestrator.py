@@ -286,7 +286,8 @@ class Orchestrator:
         if (read_width, read_height) != (width, height):  # read scaled down: map back
             quads = quads * np.array([width / read_width, height / read_height], np.float32)
         t_detected = time.perf_counter()
-        await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
+        if events is not None:  # a REST request has no listener: no boxes to format
+            await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
 
         rec_spec = models.spec(recognition_id(language))
         if s.use_cls and crops and models.has(CLASSIFIER):
@@ -412,7 +413,8 @@ class Orchestrator:
                         parts = [(t, c) for _, t, c in sorted(piece_texts[owner])]
                         text, conf = parts[0] if len(parts) == 1 else join_pieces(parts)
                         texts[owner] = (text, conf)
-                        if text.strip() and conf >= self._s.rec_threshold:
+                        keep = text.strip() and conf >= self._s.rec_threshold
+                        if keep and events is not None:
                             region = Region(text, round(conf, 4), _bbox(quads[owner]))
                             await _emit(events, LineRecognised(rid, owner, region))
         finally:
