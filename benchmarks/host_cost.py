@@ -1,6 +1,6 @@
 """Host-side cost per image on the NPU path, through the real server over HTTP.
 
-    python -m benchmarks.host_cost            # every devdata folder (about 10 min)
+    python -m benchmarks.host_cost            # every devdata folder (about 3 min)
     python -m benchmarks.host_cost --quick    # a quarter of that, instant device (< 3 min)
 
 On a Pi 5 with a Hailo-10H the NPU runs the models and everything else (HTTP, JSON and
