@@ -558,8 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               modelled=not (args.quick or args.no_modelled), before=args.before,
               cpus=args.server_cpus)
     if args.json:
-        args.json.write_text(json.dumps(attrs.asdict(rep, filter=lambda a, v: a.name != "body"),
-                                        default=str, indent=1))
+        numbers = attrs.asdict(rep, filter=lambda a, v: a.name not in ("body", "data"))
+        args.json.write_text(json.dumps(numbers, default=str, indent=1))
     m = machine()
     pinned = f"; servers on CPUs {args.server_cpus}" if args.server_cpus else ""
     print(f"\nmachine: {m['nproc']} x {m['cpu']}{pinned}, Python {m['python']}; load average "
