@@ -27,7 +27,7 @@ from typing import Any, Final
 #: Stage -> the functions it times, as ``module:attribute``.
 STAGES: Final = {
     "parse (JSON, base64)": ("web.inputs:_b64decode", "web.inputs:json.loads"),
-    "decode": ("actors.orchestrator:decode_image",),
+    "decode": ("actors.orchestrator:decode_image", "actors.orchestrator:limit_dimension"),
     "detection pre": (
         "actors.orchestrator:plan_tiles",
         "actors.orchestrator:_prepare_detection",
@@ -41,7 +41,7 @@ STAGES: Final = {
     "CTC decode": ("actors.batcher:ctc_greedy_decode",),
     "order, assembly": (
         "actors.orchestrator:reading_order",
-        "actors.orchestrator:join_text",
+        "actors.orchestrator:line_texts",
         "actors.orchestrator:detect_languages",
     ),
     "JSON response": ("web.routes:extract_json", "app:json.dumps"),
