@@ -6,24 +6,15 @@ performance test (benchmarks/RESULTS.md has the real runs)."""
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
-from conftest import REPO
+
+from benchmarks import host_cost as hc
 
 pytestmark = [pytest.mark.devdata, pytest.mark.slow]
 
 
-def _host_cost():
-    if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
-        sys.path.insert(0, str(REPO))
-    from benchmarks import host_cost
-
-    return host_cost
-
-
 def test_host_cost_records_replays_and_checks_every_answer(devdata, tmp_path):
-    hc = _host_cost()
     images = [b for b in hc.bench_images(devdata, per_folder=1)
               if b.folder in ("icdar2015_dev", "mtwi_dev")]
     assert [b.language for b in images] == ["en", "zh"]

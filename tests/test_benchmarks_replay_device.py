@@ -4,26 +4,19 @@ job at a time for the Hailo-10H figures."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import trio
 import trio.testing
-from conftest import REPO
 
-from npu.errors import InferenceError, ModelLoadError
-from ocr.recognition import ctc_greedy_decode
-
-if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.replay_device import (  # noqa: E402
+from benchmarks.replay_device import (
     DET_SIZE,
     HAILO10H,
     REC_SIZE,
     ReplayBackend,
 )
+from npu.errors import InferenceError, ModelLoadError
+from ocr.recognition import ctc_greedy_decode
 
 
 def _frames(seed: int, n: int, size: tuple[int, int]) -> np.ndarray:
