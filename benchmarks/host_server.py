@@ -5,10 +5,11 @@
 
 Runs ``web.server.serve`` (Hypercorn, Quart-Trio, the whole actor tree) with its backend
 replaced by :class:`benchmarks.replay_device.ReplayBackend` through the app factory's
-``make_backend`` hook, times the pipeline's stages (:mod:`benchmarks.stage_profile`), and
-adds one route for the benchmark: ``GET /bench/stats``, the process's CPU time (every
-thread, live or ended: ``time.process_time``) and the Trio thread's, the stages' CPU time
-and the replay device's counters. Nothing here is reachable from ``hailo-ocr serve``.
+``backends`` hook (the factory of the one device the configuration's placement uses),
+times the pipeline's stages (:mod:`benchmarks.stage_profile`), and adds one route for the
+benchmark: ``GET /bench/stats``, the process's CPU time (every thread, live or ended:
+``time.process_time``) and the Trio thread's, the stages' CPU time and the replay device's
+counters. Nothing here is reachable from ``hailo-ocr serve``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 import attrs
 import trio
 
+from npu.backend import DETECTION, language_of, recognition_id
+from npu.errors import ModelLoadError
+from npu.placement import plan_placement
 from ocr.config import load_config
 
 from .replay_device import LATENCY_MODELS, ReplayBackend
@@ -38,9 +42,19 @@ class _Devices:
 
     current: ReplayBackend | None = None
 
-    def factory(self, **kwargs: Any) -> Callable[[], ReplayBackend]:
-        def make() -> ReplayBackend:
-            self.current = ReplayBackend(**kwargs)
+    def factory(self, **kwargs: Any) -> Callable[[frozenset[str]], ReplayBackend]:
+        """A backend factory for the device the placement gives every model (the CPU, as
+        for the default ONNX configuration): the replay device serves detection and the
+        recognition of each language placed on it, nothing else."""
+
+        def make(model_ids: frozenset[str]) -> ReplayBackend:
+            languages = tuple(sorted(lang for m in model_ids if (lang := language_of(m))))
+            unsupported = model_ids - {DETECTION, *(recognition_id(lang) for lang in languages)}
+            if unsupported or DETECTION not in model_ids:
+                what = ", ".join(sorted(unsupported)) or "recognition without detection"
+                raise ModelLoadError(f"the replay device serves detection and recognition, "
+                                     f"not {what}")
+            self.current = ReplayBackend(**kwargs, languages=languages)
             return self.current
 
         return make
@@ -54,8 +68,8 @@ def install_bench_app(clock: StageClock, devices: _Devices) -> None:
     import web.server
     from web.app import create_app
 
-    def bench_create_app(config, make_backend=None):
-        app = create_app(config, make_backend)
+    def bench_create_app(config, backends=None):
+        app = create_app(config, backends)
         clock.install(app)
 
         @app.get(STATS_PATH)
@@ -98,18 +112,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     devices = _Devices()
     make = devices.factory(store=args.store, latency=LATENCY_MODELS[args.latency],
-                           record=args.record, languages=tuple(config.ocr.languages))
+                           record=args.record)
+    devices_used = plan_placement(config).devices
+    if len(devices_used) != 1:  # one replay device stands for the one the config uses
+        raise SystemExit(f"the replay device stands for one device, not {devices_used}")
+    backends = {devices_used[0]: make}
     clock = StageClock()
     install_bench_app(clock, devices)
     from web.server import serve
 
     if args.cprofile is None:
-        trio.run(serve, config, make)
+        trio.run(serve, config, backends)
         return 0
     import cProfile
 
     with cProfile.Profile() as profile:  # this thread only: the Trio thread
-        trio.run(serve, config, make)
+        trio.run(serve, config, backends)
     profile.dump_stats(args.cprofile)
     return 0
 
