@@ -243,13 +243,13 @@ async def test_detection_logits_get_a_sigmoid_in_a_worker_thread(
     import npu.hailo_backend as hb
 
     threads = []
-    sigmoid = hb._sigmoid
+    sigmoid = hb.sigmoid
 
     def recording_sigmoid(x):
         threads.append(threading.current_thread())
         return sigmoid(x)
 
-    monkeypatch.setattr(hb, "_sigmoid", recording_sigmoid)
+    monkeypatch.setattr(hb, "sigmoid", recording_sigmoid)
     plain = write_models(hailo_model_dir / "p")
     logits = write_models(hailo_model_dir / "l", det={"output": "logits"})
     frame = np.full((1, 544, 960, 3), 255, np.uint8)
