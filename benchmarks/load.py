@@ -1,21 +1,22 @@
-"""Load benchmark: hailo-ocr against RapidOCR, same images, same run, same machine.
+"""Load benchmark: hailo-ocr against RapidOCR and faster-paddle, same images, same run.
 
-    python -m benchmarks.load            # full run (about 10-15 min on 2 busy cores)
-    python -m benchmarks.load --quick    # 8 images, concurrency 1/4/8 (a few minutes)
+    python -m benchmarks.load            # full run (about 15-25 min on 2 busy cores)
+    python -m benchmarks.load --quick    # 10 images, concurrency 1/4/8 (a few minutes)
 
 What runs, in this order (the phases are interleaved so that drift in the machine's load,
 which is large on a shared box, hits every system alike):
 
-1. ``hailo-ocr serve`` (defaults, CPU backend, English and Chinese loaded) and the RapidOCR
-   wrapper (``benchmarks/rapidocr_server.py``) are spawned on free loopback ports; the
-   time from spawn to ``GET /health/ready`` answering 200 is recorded for each.
-2. Concurrency 1, paired: each image in turn goes to RapidOCR called directly in this
-   process, to hailo-ocr over HTTP and to the wrapper over HTTP (the order rotates per
+1. ``hailo-ocr serve`` (defaults, CPU backend, English and Chinese loaded) and one wrapper
+   per peer (``benchmarks/peer_server.py``: RapidOCR, faster-paddle) are spawned on free
+   loopback ports; the time from spawn to ``GET /health/ready`` answering 200 is recorded
+   for each.
+2. Concurrency 1, paired: each image in turn goes to each peer called directly in this
+   process, to hailo-ocr over HTTP and to each wrapper over HTTP (the order rotates per
    image). The answers also feed the accuracy table, and the service's recognition-slot
    counter read around each request gives each image's region count.
 3. Concurrency 2, 4, 8, 16: ``--count`` requests per level (default: one per image), sent
-   by that many client threads with keep-alive connections, first to hailo-ocr, then to
-   the wrapper. Images/s = count / wall time of the level.
+   by that many client threads with keep-alive connections, to hailo-ocr, then to each
+   wrapper. Images/s = count / wall time of the level.
 4. Batch fill: a second hailo-ocr emulating the NPU's compiled recogniser (fixed batch of 8,
    fixed 48x320 input: ``onnx_models.fixed_batch: true``) at concurrency 8, against the
    fill the same server gives each request alone (the images sent one at a time first).
@@ -58,6 +59,11 @@ import attrs
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script, or imported by tests
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.peers import FASTER_PADDLE, PEERS, RAPIDOCR, PeerResult, open_peer  # noqa: E402
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_LEVELS = (1, 2, 4, 8, 16)
 QUICK_LEVELS = (1, 4, 8)
@@ -88,6 +94,12 @@ class Image:
     data: bytes = attrs.field(repr=False)
     #: Name in the folder's gt.json and that file's path, when the folder has ground truth.
     gt_file: Path | None = None
+    #: The language asked for: the folder's ground-truth language (``zh`` for mtwi_dev).
+    language: str = "en"
+
+    @property
+    def folder(self) -> str:
+        return self.key.split("/", 1)[0]
 
 
 def image_files(paths: Sequence[Path]) -> list[Path]:
@@ -111,13 +123,25 @@ def load_images(paths: Sequence[Path], limit_per_folder: int | None = None) -> l
         files = image_files([p])
         if limit_per_folder is not None and p.is_dir():
             files = files[:limit_per_folder]
+        languages: dict[Path, str] = {}
         for f in files:
             gt = next((g for g in (f.parent / "gt.json", f.parent.parent / "gt.json")
                        if g.is_file()), None)
-            images.append(Image(f"{f.parent.name}/{f.name}", f, f.read_bytes(), gt))
+            if gt is not None and gt not in languages:
+                languages[gt] = json.loads(gt.read_text(encoding="utf-8")).get("lang", "en")
+            folder = f.parent.parent if f.parent.name == "images" else f.parent
+            images.append(Image(f"{folder.name}/{f.name}", f, f.read_bytes(), gt,
+                                languages.get(gt, "en") if gt else "en"))
     if not images:
         raise SystemExit("no images found")
     return images
+
+
+#: The default image set: the first DEFAULT_PER_FOLDER images of every devdata folder.
+DEFAULT_FOLDERS = ("icdar2015_dev/images", "sroie_dev/images", "funsd_dev/images",
+                   "mtwi_dev/images", "rapidocr_tests")
+DEFAULT_PER_FOLDER = 8
+QUICK_PER_FOLDER = 2
 
 
 def default_image_dirs() -> list[Path]:
@@ -127,12 +151,13 @@ def default_image_dirs() -> list[Path]:
             "no image set: ../shared/devdata is not beside the checkout and HAILO_OCR_DEVDATA "
             "is not set; pass --images DIR_OR_FILE ..."
         )
-    return [d / "sroie_dev" / "images", d / "rapidocr_tests"]
+    return [d / f for f in DEFAULT_FOLDERS if (d / f).is_dir()]
 
 
-def request_body(image: Image, languages: Sequence[str] = ("en",)) -> bytes:
+def request_body(image: Image, languages: Sequence[str] | None = None) -> bytes:
+    langs = list(languages) if languages is not None else [image.language]
     return json.dumps(
-        {"image": base64.b64encode(image.data).decode("ascii"), "languages": list(languages)}
+        {"image": base64.b64encode(image.data).decode("ascii"), "languages": langs}
     ).encode()
 
 
@@ -459,30 +484,26 @@ def warm_up(target: Target, images: Sequence[Image], bodies: Sequence[bytes], n:
         conn.close()
 
 
-# ----------------------------------------------------------------------------- direct RapidOCR
-class DirectRapidOCR:
-    """RapidOCR with its defaults, called in this process, one image at a time."""
+# ----------------------------------------------------------------------------- c=1, paired
+OURS = "hailo-ocr"
 
-    def __init__(self) -> None:
-        from rapidocr import RapidOCR
 
-        self.engine = RapidOCR(params={"Global.log_level": "error"})
+def http_name(peer: str) -> str:
+    """The name of a peer's threaded HTTP wrapper in the tables."""
+    return f"{peer}-http"
 
-    def __call__(self, data: bytes) -> tuple[float, list[dict[str, Any]]]:
-        t0 = time.perf_counter()
-        result = self.engine(data)
-        latency = time.perf_counter() - t0
-        boxes = [] if result.boxes is None else result.boxes.tolist()
-        items = [{"text": t, "poly": b} for t, b in zip(result.txts or (), boxes, strict=False)]
-        return latency, items
+
+def direct_name(peer: str) -> str:
+    return f"{peer}-direct"
 
 
 @attrs.define
 class PairedRun:
-    """Concurrency 1: per image, the direct call and each HTTP system, interleaved."""
+    """Concurrency 1: per image, each direct call and each HTTP system, interleaved."""
 
-    direct_latency: list[float] = attrs.field(factory=list)
-    direct_items: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
+    #: peer -> image key -> its answer (the first, if an image is sent more than once)
+    direct: dict[str, dict[str, PeerResult]] = attrs.field(factory=dict)
+    direct_latency: dict[str, list[tuple[str, float]]] = attrs.field(factory=dict)
     http: dict[str, list[Reply]] = attrs.field(factory=dict)
     http_wall: dict[str, float] = attrs.field(factory=dict)
     regions: dict[str, int] = attrs.field(factory=dict)  # crops recognised per image
@@ -490,8 +511,9 @@ class PairedRun:
 
 
 def run_paired(
-    images: Sequence[Image], bodies: Sequence[bytes], direct: DirectRapidOCR | None,
-    targets: dict[str, Target], count: int, *, region_counts_from: str | None,
+    images: Sequence[Image], bodies: Sequence[bytes],
+    direct: dict[str, Callable[[bytes], PeerResult]], targets: dict[str, Target], count: int,
+    *, region_counts_from: str | None,
 ) -> PairedRun:
     run = PairedRun()
     conns: dict[str, http.client.HTTPConnection | None] = {name: None for name in targets}
@@ -499,17 +521,20 @@ def run_paired(
     for name in targets:
         run.http[name] = []
         run.http_wall[name] = 0.0
-    steps: list[str] = (["direct"] if direct else []) + list(targets)
+    for name in direct:
+        run.direct[name] = {}
+        run.direct_latency[name] = []
+    steps: list[tuple[str, str]] = ([("direct", n) for n in direct]
+                                    + [("http", n) for n in targets])
     for i in range(count):
         k = i % len(images)
         img = images[k]
         rot = i % len(steps)
-        for step in steps[rot:] + steps[:rot]:
-            if step == "direct":
-                assert direct is not None
-                latency, items = direct(img.data)
-                run.direct_latency.append(latency)
-                run.direct_items.setdefault(img.key, items)
+        for kind, step in steps[rot:] + steps[:rot]:
+            if kind == "direct":
+                res = direct[step](img.data)
+                run.direct_latency[step].append((img.key, res.latency_s))
+                run.direct[step].setdefault(img.key, res)
                 continue
             target = targets[step]
             c0 = read_counters(target) if step == region_counts_from else None
@@ -556,8 +581,12 @@ def service_items(reply: Reply) -> list[dict[str, Any]]:
 def accuracy(
     score_mod: Any, images: Sequence[Image], run: PairedRun, systems: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Word F1 and CER of each system: against RapidOCR's own output (every image) and
-    against the ground truth of the folders that have one."""
+    """Each system's accuracy at c=1, per folder: against the folder's ground truth where it
+    has one (word F1 case-insensitive and CER; char F1 and CER without spaces for Chinese
+    page-level truth, as ``benchmarks/accuracy.py`` reports them), and for every image
+    against RapidOCR's own output (agreement, not accuracy)."""
+    from benchmarks.accuracy import headline_for
+
     rows: list[dict[str, Any]] = []
     first: dict[str, dict[str, Reply]] = {
         s: {r.image: r for r in reversed(run.http[s])} for s in systems
@@ -566,16 +595,8 @@ def accuracy(
         s: {img.key: service_items(first[s][img.key]) for img in images if img.key in first[s]}
         for s in systems
     }
-    if run.direct_items:
-        preds["rapidocr-direct"] = dict(run.direct_items)
-        ref = {"dataset": "rapidocr-direct", "level": "line", "lang": "en", "images": {
-            key: [{"text": it["text"], "poly": it["poly"], "ignore": False} for it in items]
-            for key, items in run.direct_items.items()}}
-        for s in systems:
-            res = score_mod.score(ref, {"images": {k: {"items": v} for k, v in preds[s].items()}})
-            rows.append({"system": s, "reference": "RapidOCR direct", "images": len(ref["images"]),
-                         "word_f1": res["word_f1"], "cer": res["cer"],
-                         "cer_nospace": res["cer_nospace"]})
+    for peer, answers in run.direct.items():
+        preds[direct_name(peer)] = {k: list(r.items) for k, r in answers.items()}
     by_gt: dict[Path, list[Image]] = {}
     for img in images:
         if img.gt_file is not None:
@@ -586,13 +607,26 @@ def accuracy(
         if not names:
             continue
         gt = {**gt_all, "images": {n: gt_all["images"][n] for n in names.values()}}
+        metric = "char" if gt_all.get("lang") == "zh" else "word"
         for s, p in preds.items():
-            pred = {"images": {names[k]: {"items": v} for k, v in p.items() if k in names}}
-            res = score_mod.score(gt, pred)
-            name = gt_all.get("dataset", gt_file.parent.name)
-            rows.append({"system": s, "reference": f"{name} GT",
-                         "images": len(names), "word_f1": res["word_f1"], "cer": res["cer"],
-                         "cer_nospace": res["cer_nospace"]})
+            pred = {"images": {names[k]: {"items": [dict(it, level="line") for it in v]}
+                               for k, v in p.items() if k in names}}
+            f1, err = headline_for(metric, score_mod.score(gt, pred))
+            rows.append({"system": s, "reference": f"{imgs[0].folder} GT", "images": len(names),
+                         "metric": "char F1 / CER nospace" if metric == "char"
+                         else "word F1 ci / CER ci", "f1": f1, "error": err})
+    rapid = run.direct.get(RAPIDOCR)
+    if rapid:
+        ref = {"dataset": "rapidocr-direct", "level": "line", "lang": "en", "images": {
+            key: [{"text": it["text"], "poly": it["poly"], "ignore": False} for it in r.items]
+            for key, r in rapid.items()}}
+        for s, p in preds.items():
+            if s == direct_name(RAPIDOCR):
+                continue
+            f1, err = headline_for("word", score_mod.score(
+                ref, {"images": {k: {"items": v} for k, v in p.items()}}))
+            rows.append({"system": s, "reference": "RapidOCR direct", "images": len(ref["images"]),
+                         "metric": "word F1 ci / CER ci", "f1": f1, "error": err})
     return rows
 
 
@@ -633,12 +667,20 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "loadavg_at_end": load}
 
 
+def machine_line(seconds: float) -> str:
+    """The line a report starts with: the machine, its load, and how long the run took."""
+    m = machine()
+    return (f"\nmachine: {m['nproc']} x {m['cpu']}, Python {m['python']}, "
+            f"load average at end {m['loadavg_at_end']}; run took {seconds:.0f} s")
+
+
 # ----------------------------------------------------------------------------- the run
 @attrs.define
 class Report:
     images: list[str]
     levels: dict[str, list[LevelResult]] = attrs.field(factory=dict)
-    direct_p50_s: float = math.nan
+    #: peer -> [(image key, seconds)] of its direct calls in the c=1 pass
+    direct_latency: dict[str, list[tuple[str, float]]] = attrs.field(factory=dict)
     ready_s: dict[str, float | None] = attrs.field(factory=dict)
     peak_rss_mb: dict[str, float | None] = attrs.field(factory=dict)
     fill_fixed8: LevelResult | None = None
@@ -650,12 +692,35 @@ class Report:
     def level(self, system: str, concurrency: int) -> LevelResult | None:
         return next((r for r in self.levels.get(system, []) if r.concurrency == concurrency), None)
 
+    @property
+    def folders(self) -> list[str]:
+        return list(dict.fromkeys(k.split("/", 1)[0] for k in self.images))
+
+    def c1_p50(self, system: str, folder: str | None = None) -> float:
+        """Median c=1 latency of an HTTP system or a direct peer (``peer-direct``), over
+        every image or one folder's."""
+        if system.endswith("-direct"):
+            lat = [t for k, t in self.direct_latency.get(system[: -len("-direct")], [])
+                   if folder is None or k.startswith(folder + "/")]
+        else:
+            lv = self.level(system, 1)
+            lat = [r.latency_s for r in (lv.replies if lv else ()) if r.ok
+                   and (folder is None or r.image.startswith(folder + "/"))]
+        return statistics.median(lat) if lat else math.nan
+
+    @property
+    def direct_p50_s(self) -> dict[str, float]:
+        return {p: self.c1_p50(direct_name(p)) for p in self.direct_latency}
+
     def to_json(self) -> dict[str, Any]:
+        c1 = [OURS, *(s for s in self.levels if s != OURS),
+              *(direct_name(p) for p in self.direct_latency)]
         return {
             "images": self.images, "machine": machine(), "seconds": self.seconds,
             "levels": {s: [r.summary() for r in rs] for s, rs in self.levels.items()},
-            "direct_p50_s": self.direct_p50_s, "ready_s": self.ready_s,
-            "peak_rss_mb": self.peak_rss_mb,
+            "direct_p50_s": self.direct_p50_s,
+            "c1_p50_by_folder": {f: {s: self.c1_p50(s, f) for s in c1} for f in self.folders},
+            "ready_s": self.ready_s, "peak_rss_mb": self.peak_rss_mb,
             "fill_fixed8": self.fill_fixed8.summary() if self.fill_fixed8 else None,
             "fill_alone": self.fill_alone, "regions": self.regions, "accuracy": self.accuracy,
             "targets": targets(self),
@@ -663,26 +728,42 @@ class Report:
 
 
 def targets(rep: Report) -> list[dict[str, Any]]:
-    p1, w8, p8 = rep.level("hailo-ocr", 1), rep.level("rapidocr-http", 8), rep.level("hailo-ocr", 8)
+    """Issue 15's targets against faster-paddle (per folder at c=1), then issue 6's against
+    RapidOCR, batch fill, memory and start-up."""
     rows = []
 
     def add(name: str, value: float, limit: str, met: bool | None) -> None:
         rows.append({"target": name, "measured": value, "limit": limit,
                      "met": None if met is None or math.isnan(value) else met})
 
-    r = ratio(p1.pct(50) if p1 else None, rep.direct_p50_s)
-    add("c=1 p50 latency / RapidOCR direct p50", r, "<= 1.10", r <= 1.10)
-    r = ratio(p8.images_per_s if p8 else None, w8.images_per_s if w8 else None)
-    add("c=8 images/s / RapidOCR-HTTP images/s", r, ">= 1.30", r >= 1.30)
-    r = ratio(p8.pct(99) if p8 else None, w8.pct(99) if w8 else None)
-    add("c=8 p99 / RapidOCR-HTTP p99", r, "<= 1.00", r <= 1.0)
+    p8 = rep.level(OURS, 8)
+    fp_direct = direct_name(FASTER_PADDLE)
+    if FASTER_PADDLE in rep.direct_latency:
+        r = ratio(rep.c1_p50(OURS), rep.c1_p50(fp_direct))
+        add("c=1 p50 / faster-paddle direct p50, all images", r, "<= 0.90", r <= 0.90)
+        for f in rep.folders:
+            r = ratio(rep.c1_p50(OURS, f), rep.c1_p50(fp_direct, f))
+            add(f"  {f}", r, "<= 0.90", r <= 0.90)
+    w8 = rep.level(http_name(FASTER_PADDLE), 8)
+    if w8:
+        r = ratio(p8.images_per_s if p8 else None, w8.images_per_s)
+        add("c=8 images/s / faster-paddle-HTTP images/s", r, ">= 1.30", r >= 1.30)
+    if RAPIDOCR in rep.direct_latency:
+        r = ratio(rep.c1_p50(OURS), rep.c1_p50(direct_name(RAPIDOCR)))
+        add("c=1 p50 latency / RapidOCR direct p50", r, "<= 1.10", r <= 1.10)
+    w8 = rep.level(http_name(RAPIDOCR), 8)
+    if w8:
+        r = ratio(p8.images_per_s if p8 else None, w8.images_per_s)
+        add("c=8 images/s / RapidOCR-HTTP images/s", r, ">= 1.30", r >= 1.30)
+        r = ratio(p8.pct(99) if p8 else None, w8.pct(99))
+        add("c=8 p99 / RapidOCR-HTTP p99", r, "<= 1.00", r <= 1.0)
     f = rep.fill_fixed8.fill if rep.fill_fixed8 else math.nan
     add(f"c=8 rec batch fill, fixed batch 8 (alone: {rep.fill_alone:.3f})", f, ">= 0.85",
         f >= 0.85)
-    rss = rep.peak_rss_mb.get("hailo-ocr")
+    rss = rep.peak_rss_mb.get(OURS)
     add("peak RSS MiB, en+zh loaded", math.nan if rss is None else rss, "<= 700",
         None if rss is None else rss <= 700)
-    ready = rep.ready_s.get("hailo-ocr")
+    ready = rep.ready_s.get(OURS)
     add("start to ready, s", math.nan if ready is None else ready, "<= 5.0",
         None if ready is None else ready <= 5.0)
     return rows
@@ -690,10 +771,10 @@ def targets(rep: Report) -> list[dict[str, Any]]:
 
 def print_report(rep: Report, out: Callable[[str], None] = print) -> None:
     if rep.accuracy:
-        out("\nAccuracy (micro-averaged; CER = edits / reference chars)")
-        out(table(["system", "reference", "images", "word F1", "CER", "CER no-space"],
-                  [[a["system"], a["reference"], a["images"], a["word_f1"], a["cer"],
-                    a["cer_nospace"]] for a in rep.accuracy]))
+        out("\nAccuracy at c=1 (score.py, micro-averaged over each folder's images here)")
+        out(table(["system", "reference", "images", "metric", "F1", "error rate"],
+                  [[a["system"], a["reference"], a["images"], a["metric"], a["f1"], a["error"]]
+                   for a in rep.accuracy]))
     out("\nServers")
     out(table(["server", "start->ready s", "peak RSS MiB"],
               [[s, rep.ready_s.get(s), rep.peak_rss_mb.get(s)] for s in rep.ready_s]))
@@ -705,22 +786,35 @@ def print_report(rep: Report, out: Callable[[str], None] = print) -> None:
                     f.pct(99), f.device_calls_per_image, f.errors],
                    ["each request alone (c=1, same server)", rep.fill_alone, None, None, None, None,
                     None]]))
-    out(f"\nLoad ({len(rep.images)} images; c=1 HTTP rows are paired with direct RapidOCR calls, "
-        f"direct p50 = {rep.direct_p50_s:.3f} s)")
+    wrappers = [s for s in rep.levels if s != OURS]
+    c1 = [OURS, *(direct_name(p) for p in rep.direct_latency), *wrappers]
+    fp_direct = direct_name(FASTER_PADDLE)
+    out("\nc=1 median latency per folder, s (HTTP systems paired with the direct calls)")
+    rows = []
+    for folder in [*rep.folders, None]:
+        n = sum(1 for k in rep.images if folder is None or k.startswith(folder + "/"))
+        rows.append([folder or "all", n, *(rep.c1_p50(s, folder) for s in c1),
+                     ratio(rep.c1_p50(OURS, folder), rep.c1_p50(fp_direct, folder))])
+    out(table(["folder", "n", *c1, "ours / faster-paddle direct"], rows))
+    out(f"\nLoad ({len(rep.images)} images)")
     rows = []
     for c in sorted({r.concurrency for rs in rep.levels.values() for r in rs}):
-        p, w = rep.level("hailo-ocr", c), rep.level("rapidocr-http", c)
+        p = rep.level(OURS, c)
         row: list[Any] = [c]
-        for lv in (p, w):
-            row += ([lv.images_per_s, lv.pct(50), lv.pct(90), lv.pct(99), lv.errors]
-                    if lv else [None] * 5)
-        row += [p.fill if p else None, p.device_calls_per_image if p else None,
-                ratio(p.images_per_s if p else None, w.images_per_s if w else None),
-                ratio(p.pct(99) if p else None, w.pct(99) if w else None)]
+        row += [p.images_per_s, p.pct(50), p.pct(90), p.pct(99), p.errors] if p else [None] * 5
+        for w in wrappers:
+            lv = rep.level(w, c)
+            row += [lv.images_per_s, lv.pct(50), lv.pct(99), lv.errors] if lv else [None] * 4
+        row += [p.fill if p else None, p.device_calls_per_image if p else None]
+        for w in wrappers:
+            lv = rep.level(w, c)
+            row.append(ratio(p.images_per_s if p else None, lv.images_per_s if lv else None))
         rows.append(row)
-    out(table(["c", "ours img/s", "p50 s", "p90 s", "p99 s", "err",
-               "rapid-http img/s", "p50 s", "p90 s", "p99 s", "err",
-               "fill", "calls/img", "img/s ratio", "p99 ratio"], rows))
+    headers = ["c", "ours img/s", "p50 s", "p90 s", "p99 s", "err"]
+    for w in wrappers:
+        headers += [f"{w} img/s", "p50 s", "p99 s", "err"]
+    headers += ["fill", "calls/img", *(f"img/s / {w}" for w in wrappers)]
+    out(table(headers, rows))
     out("\nTargets")
     out(table(["target", "measured", "limit", "met"],
               [[t["target"], t["measured"], t["limit"],
@@ -728,12 +822,14 @@ def print_report(rep: Report, out: Callable[[str], None] = print) -> None:
 
 
 def run_benchmark(
-    images: Sequence[Image], *, levels: Sequence[int], count: int, baseline: bool = True,
-    fill: bool = True, url: str | None = None, server_pid: int | None = None,
-    extra_config: dict[str, dict[str, Any]] | None = None, workdir: Path | None = None,
+    images: Sequence[Image], *, levels: Sequence[int], count: int,
+    peers: Sequence[str] = PEERS, fill: bool = True, url: str | None = None,
+    server_pid: int | None = None, extra_config: dict[str, dict[str, Any]] | None = None,
+    workdir: Path | None = None,
     progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Report:
-    """The whole run (see the module docstring); returns every number."""
+    """The whole run (see the module docstring); returns every number. ``peers``: the
+    baselines to run, each called directly and behind its HTTP wrapper."""
     t_start = time.perf_counter()
     bodies = [request_body(img) for img in images]
     rep = Report([img.key for img in images])
@@ -743,46 +839,42 @@ def run_benchmark(
         stack.callback(lambda: [s.stop() for s in servers])
         targets_: dict[str, Target] = {}
         if url:
-            targets_["hailo-ocr"] = Target.from_url(url)
-            rep.ready_s["hailo-ocr"] = None
+            targets_[OURS] = Target.from_url(url)
+            rep.ready_s[OURS] = None
         else:
-            cfg = write_config(tmp, "hailo-ocr", extra_config or {})
+            cfg = write_config(tmp, OURS, extra_config or {})
             port = free_port()
-            srv = ServerProcess("hailo-ocr", hailo_ocr_command(cfg, port), port,
-                                tmp / "hailo-ocr.log")
+            srv = ServerProcess(OURS, hailo_ocr_command(cfg, port), port, tmp / f"{OURS}.log")
             progress(f"starting hailo-ocr on :{port}")
             servers.append(srv.start())
-            targets_["hailo-ocr"] = srv.target
-            rep.ready_s["hailo-ocr"] = srv.ready_s
-        if baseline:
+            targets_[OURS] = srv.target
+            rep.ready_s[OURS] = srv.ready_s
+        for peer in peers:
+            name = http_name(peer)
             port = free_port()
             srv = ServerProcess(
-                "rapidocr-http",
-                [sys.executable, str(REPO / "benchmarks" / "rapidocr_server.py"),
-                 "--port", str(port)],
-                port, tmp / "rapidocr-http.log",
+                name, [sys.executable, str(REPO / "benchmarks" / "peer_server.py"),
+                       "--engine", peer, "--port", str(port)],
+                port, tmp / f"{name}.log",
             )
-            progress(f"starting the RapidOCR wrapper on :{port}")
+            progress(f"starting the {peer} wrapper on :{port}")
             servers.append(srv.start())
-            targets_["rapidocr-http"] = srv.target
-            rep.ready_s["rapidocr-http"] = srv.ready_s
+            targets_[name] = srv.target
+            rep.ready_s[name] = srv.ready_s
         for t in targets_.values():
             warm_up(t, images, bodies)
 
-        direct = DirectRapidOCR() if baseline else None
-        if direct is not None:
-            direct(images[0].data)  # warm-up
+        direct = {peer: open_peer(peer) for peer in peers}
+        for engine in direct.values():
+            engine(images[0].data)  # warm-up
         if 1 in levels:
             n1 = max(count, len(images))
-            systems = len(targets_) + (1 if direct else 0)
-            progress(f"c=1 paired pass: {n1} images x {systems} systems")
-            paired = run_paired(images, bodies, direct, targets_, n1,
-                                region_counts_from="hailo-ocr")
+            progress(f"c=1 paired pass: {n1} images x {len(targets_) + len(direct)} systems")
+            paired = run_paired(images, bodies, direct, targets_, n1, region_counts_from=OURS)
             rep.regions = paired.regions
+            rep.direct_latency = paired.direct_latency
             for name in targets_:
                 rep.levels.setdefault(name, []).append(paired_level(paired, name, n1))
-            if direct is not None:
-                rep.direct_p50_s = statistics.median(paired.direct_latency)
             score_mod = load_score_module(devdata_dir())
             if score_mod is not None:
                 rep.accuracy = accuracy(score_mod, images, paired, list(targets_))
@@ -795,12 +887,12 @@ def run_benchmark(
             for name, t in targets_.items():
                 progress(f"c={c}: {count} requests to {name}")
                 rep.levels.setdefault(name, []).append(
-                    run_level(name, t, images, bodies, c, count, counters=name == "hailo-ocr"))
+                    run_level(name, t, images, bodies, c, count, counters=name == OURS))
 
         for srv in servers:
             rep.peak_rss_mb[srv.name] = srv.peak_rss_mb()
         if url and server_pid:
-            rep.peak_rss_mb["hailo-ocr"] = peak_rss_mb(server_pid)
+            rep.peak_rss_mb[OURS] = peak_rss_mb(server_pid)
         for srv in servers:
             srv.stop()
 
@@ -854,13 +946,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--images", nargs="+", type=Path,
-                    help="image files or folders (default: devdata sroie_dev/images and "
-                    "rapidocr_tests)")
+                    help="image files or folders (default: the first "
+                    f"{DEFAULT_PER_FOLDER} images of each devdata folder)")
+    ap.add_argument("--per-folder", type=int,
+                    help=f"images per default folder (default {DEFAULT_PER_FOLDER}, "
+                    f"--quick {QUICK_PER_FOLDER})")
     ap.add_argument("--levels", type=parse_levels, help="concurrency levels (default 1,2,4,8,16)")
     ap.add_argument("--count", type=int, help="requests per level (default: one per image)")
     ap.add_argument("--quick", action="store_true",
-                    help="4 receipts + 4 RapidOCR test images, levels 1,4,8")
-    ap.add_argument("--no-baseline", action="store_true", help="skip RapidOCR (direct and HTTP)")
+                    help=f"{QUICK_PER_FOLDER} images per devdata folder, levels 1,4,8")
+    ap.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS),
+                    help="baselines, each direct and behind its HTTP wrapper (default: all)")
+    ap.add_argument("--no-baseline", action="store_true", help="no baselines (--peers with none)")
     ap.add_argument("--no-fill", action="store_true", help="skip the fixed-batch fill phase")
     ap.add_argument("--url",
                     help="benchmark a running hailo-ocr at this URL instead of starting one")
@@ -870,20 +967,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args(argv)
 
-    dirs = args.images or default_image_dirs()
-    images = load_images(dirs, limit_per_folder=4 if args.quick and not args.images else None)
+    per_folder = args.per_folder or (QUICK_PER_FOLDER if args.quick else DEFAULT_PER_FOLDER)
+    if args.images:
+        images = load_images(args.images, limit_per_folder=args.per_folder)
+    else:
+        images = load_images(default_image_dirs(), limit_per_folder=per_folder)
     levels = args.levels or (QUICK_LEVELS if args.quick else DEFAULT_LEVELS)
     count = args.count or len(images)
     rep = run_benchmark(
-        images, levels=levels, count=count, baseline=not args.no_baseline,
+        images, levels=levels, count=count, peers=[] if args.no_baseline else args.peers,
         fill=not args.no_fill, url=args.url, server_pid=args.server_pid,
         extra_config=parse_set(args.set),
     )
     if args.json:
         args.json.write_text(json.dumps(rep.to_json(), indent=1, default=str))
-    m = machine()
-    print(f"\nmachine: {m['nproc']} x {m['cpu']}, Python {m['python']}, "
-          f"load average at end {m['loadavg_at_end']}; run took {rep.seconds:.0f} s")
+    print(machine_line(rep.seconds))
     print_report(rep)
     return 0
 

@@ -46,6 +46,19 @@ def devdata_if_present() -> Path | None:
     return DEVDATA
 
 
+@pytest.fixture(scope="session")
+def devdata_score(devdata):
+    """devdata's ``score.py`` (its tokeniser and scorer), imported by path: it is not part
+    of the project and is never copied into it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("devdata_score", devdata / "score.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pytest_report_header(config):
     return f"devdata: {DEVDATA if DEVDATA else 'not found: ' + DEVDATA_REASON}"
 

@@ -40,7 +40,7 @@ def test_load_core_against_a_subprocess_server(devdata, tmp_path):
         [devdata / "rapidocr_tests" / "ch_en_num.jpg", devdata / "rapidocr_tests" / "en.jpg"]
     )
     rep = load.run_benchmark(
-        images, levels=(1, 2), count=2, baseline=False, fill=False, workdir=tmp_path,
+        images, levels=(1, 2), count=2, peers=[], fill=False, workdir=tmp_path,
         progress=lambda s: None,
     )
     assert rep.ready_s["hailo-ocr"] is not None and rep.ready_s["hailo-ocr"] > 0
@@ -67,3 +67,26 @@ def test_load_core_against_a_subprocess_server(devdata, tmp_path):
     load.print_report(rep, lines.append)
     assert lines[-2] == "\nTargets" or "Targets" in lines[-2]
     assert "start to ready" in lines[-1]
+
+
+@pytest.mark.parametrize("peer", ["rapidocr", "faster-paddle"])
+def test_a_peer_direct_and_behind_its_wrapper(devdata, tmp_path, peer):
+    """Each baseline runs called directly and behind benchmarks/peer_server.py, is timed
+    per folder at c=1 and scored against the ground truth."""
+    if peer == "faster-paddle":
+        pytest.importorskip("faster_paddle", reason="faster-paddle is the `bench` extra "
+                            "(pip install -e '.[bench]'); a benchmark baseline only")
+    load = _load_module()
+    images = load.load_images([devdata / "sroie_dev" / "images"], limit_per_folder=1)
+    rep = load.run_benchmark(images, levels=(1,), count=1, peers=[peer], fill=False,
+                             workdir=tmp_path, progress=lambda s: None)
+    wrapper = rep.level(f"{peer}-http", 1)
+    assert wrapper is not None and wrapper.errors == 0, [r.error for r in wrapper.replies]
+    assert rep.level("hailo-ocr", 1).errors == 0
+    assert rep.c1_p50(f"{peer}-direct", "sroie_dev") > 0
+    f1 = {(a["system"], a["reference"]): a["f1"] for a in rep.accuracy}
+    for system in ("hailo-ocr", f"{peer}-http", f"{peer}-direct"):
+        assert f1[(system, "sroie_dev GT")] > 0.5, f1  # a receipt, read
+    lines: list[str] = []
+    load.print_report(rep, lines.append)
+    assert any("ours / faster-paddle direct" in line for line in lines)

@@ -22,7 +22,6 @@ sys.path.insert(0, str(STANDIN))
 
 from hailo_platform import _standin  # noqa: E402  (the stand-in)
 from hailo_testing import DET_SHAPE, hailo_config  # noqa: E402
-from parity_support import load_score_module  # noqa: E402
 
 from actors.messages import OcrRequest  # noqa: E402
 from actors.orchestrator import PipelineSettings  # noqa: E402
@@ -137,8 +136,9 @@ async def test_a_landscape_image_is_still_one_letterbox(config, hcfg, hailo_file
 
 @pytest.mark.devdata
 @pytest.mark.slow
-async def test_tall_receipts_read_like_the_cpu_backend(devdata, config, hcfg, hailo_files):
-    score = load_score_module(devdata)
+async def test_tall_receipts_read_like_the_cpu_backend(devdata, devdata_score, config, hcfg,
+                                                       hailo_files):
+    score = devdata_score
     paths = [devdata / "sroie_dev" / "images" / name for name in TALL_RECEIPTS]
     onnx_cfg = attrs.evolve(
         config, ocr=attrs.evolve(config.ocr, languages=("en",), default_language="en")

@@ -1,12 +1,14 @@
-"""The baseline server: RapidOCR behind Python's own threaded HTTP server.
+"""A baseline server: a peer OCR engine behind Python's own threaded HTTP server.
 
-This is deliberately the wrapper a user would write in ten minutes: one shared
-``RapidOCR()`` engine with its defaults, :class:`http.server.ThreadingHTTPServer` (one
-thread per connection, no admission limit, no batching), and the same JSON request and
-response shape as hailo-ocr's ``POST /v1/ocr/extract``, so ``benchmarks/load.py`` can
-drive both with the same client and compare them at the same concurrency.
+This is deliberately the wrapper a user would write in ten minutes: one shared engine
+with its defaults (``benchmarks/peers.py``: RapidOCR or faster-paddle),
+:class:`http.server.ThreadingHTTPServer` (one thread per connection, no admission limit,
+no batching), and the same JSON request and response shape as hailo-ocr's
+``POST /v1/ocr/extract``, so ``benchmarks/load.py`` can drive every system with the same
+client and compare them at the same concurrency.
 
-    python benchmarks/rapidocr_server.py --port 18080
+    python benchmarks/peer_server.py --engine rapidocr --port 18080
+    python benchmarks/peer_server.py --engine faster-paddle --port 18081
 
 Routes: ``POST /v1/ocr/extract`` ({"image": base64 or data URI}), ``GET /health/ready``.
 """
@@ -17,9 +19,15 @@ import argparse
 import base64
 import binascii
 import json
-import time
+import sys
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.peers import PEERS, PeerResult, open_peer  # noqa: E402
 
 
 def _image_bytes(value: str) -> bytes:
@@ -33,7 +41,7 @@ class Handler(BaseHTTPRequestHandler):
     Hypercorn reuses them), which keeps connection set-up out of both measurements."""
 
     protocol_version = "HTTP/1.1"
-    engine: Any = None  # the shared RapidOCR instance, set in main()
+    engine: Callable[[bytes], PeerResult] | None = None  # the shared engine, set in main()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         pass  # one line per request would cost more than it tells
@@ -63,36 +71,29 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, binascii.Error):
             self._send(400, {"success": False, "error": "bad request", "code": "bad_request"})
             return
-        t0 = time.perf_counter()
+        assert self.engine is not None
         try:
             result = self.engine(image)
         except Exception as exc:  # the wrapper a user writes: any failure is a 500
             self._send(500, {"success": False, "error": str(exc), "code": "internal"})
             return
-        elapsed = (time.perf_counter() - t0) * 1000
-        txts = list(result.txts or ())
-        boxes = [] if result.boxes is None else result.boxes.tolist()
-        scores = list(result.scores or ())
-        regions = [
-            {"text": t, "confidence": float(s), "bbox": b, "type": "text"}
-            for t, s, b in zip(txts, scores, boxes, strict=False)
-        ]
+        regions = [{"text": it["text"], "confidence": it["confidence"], "bbox": it["poly"],
+                    "type": "text"} for it in result.items]
         self._send(
             200,
-            {"success": True, "text": "\n".join(txts), "regions": regions,
-             "performance": {"total_time_ms": round(elapsed, 2)}},
+            {"success": True, "text": "\n".join(r["text"] for r in regions), "regions": regions,
+             "performance": {"total_time_ms": round(result.latency_s * 1000, 2)}},
         )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--engine", choices=PEERS, default=PEERS[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=18080)
     args = ap.parse_args(argv)
-    from rapidocr import RapidOCR
-
-    # Defaults for everything that changes the OCR; only the log level is quietened.
-    Handler.engine = RapidOCR(params={"Global.log_level": "error"})
+    # Handler.engine is a class attribute: staticmethod keeps it a plain function.
+    Handler.engine = staticmethod(open_peer(args.engine))  # type: ignore[assignment]
     # The listen backlog is raised from http.server's 5, the one default a user hits at
     # once at 16 concurrent clients (connection resets that say nothing about OCR speed).
     ThreadingHTTPServer.request_queue_size = 128
