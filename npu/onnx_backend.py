@@ -4,11 +4,22 @@ Sessions are created once at load. ``infer`` runs ``session.run`` in a Trio work
 (ONNX Runtime releases the GIL while it computes), so the event loop stays free. One
 session serves every language that has no model of its own: the shipped PP-OCRv6
 recognition model reads Chinese and English.
+
+Threads: detection, one large input, runs with ``onnx_models.intra_op_threads`` ONNX
+Runtime threads (one per core by default). Recognition and classifier sessions run one
+thread each, and a call with several lines splits them into one share per thread, the
+shares run at once. A line crop is a small input: splitting each operator of it across
+cores costs more in synchronisation than it gains (on two busy cores a 2-thread session
+took 1.3-1.6x as long as the same lines split in two 1-thread shares; on a shared machine
+a spinning pool thread also waits for its core), while independent lines need no
+synchronisation at all (benchmarks/RESULTS.md, round 4). A line's output does not depend
+on which share it is in: every line of a batch is padded to the same width either way.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +50,16 @@ REC_HEIGHT = 48
 REC_NOMINAL_WIDTH = 320
 
 
-#: Run option: after each call, the session's arena gives back the chunks it no longer
+#: Run option: after the call, the session's arena gives back the chunks it no longer
 #: uses, so one large detection does not keep its working set for good.
 _SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
+#: Recognition and classifier calls shrink the arena only from this many input columns
+#: (lines x padded width) up. Most calls are a few short lines, whose working set (about
+#: 27 kB a column) the next call reuses: giving it back and faulting it in again after
+#: every one of them made recognition half as slow again (benchmarks/RESULTS.md, round
+#: 4); a large batch still gives its memory back, so what a detection starts from stays
+#: bounded.
+_SHRINK_FROM_COLUMNS = 1024
 
 
 class OnnxBackend:
@@ -52,32 +70,38 @@ class OnnxBackend:
         threads: int | None = None,
     ) -> None:
         """Load ``model_ids`` (None: every model the configuration asks for) with
-        ``threads`` ONNX Runtime threads per session (None: ``onnx_models.intra_op_threads``;
+        ``threads`` ONNX Runtime threads for detection and as many single-threaded shares
+        for a recognition or classifier call (None: ``onnx_models.intra_op_threads``;
         0: one per core)."""
         self._config = config
         self._model_ids = wanted_model_ids(config) if model_ids is None else tuple(
             m for m in (*wanted_model_ids(config), CLASSIFIER) if m in model_ids
         )
         self._unknown = sorted(set(model_ids or ()) - set(self._model_ids))
-        self._threads = config.onnx_models.intra_op_threads if threads is None else threads
+        configured = config.onnx_models.intra_op_threads if threads is None else threads
+        #: ONNX Runtime threads for detection; recognition shares a call across as many.
+        self._threads = max(1, configured or (os.cpu_count() or 1))
         self._sessions: dict[str, object] = {}
         self._input_names: dict[str, str] = {}
         self._info: BackendInfo | None = None
-        self._run_options: object | None = None
+        self._run_options: object | None = None  # with the shrink (if the arena is on)
+        self._keep_options: object | None = None  # without
         self._shared_arena = False
+        #: Runs the other shares of a recognition or classifier call (None: one thread).
+        self._pool: ThreadPoolExecutor | None = None
 
     def _path(self, configured: str | None, shipped: str) -> Path:
         if configured is None:
             return shipped_model(shipped)
         return resolve_model_path(configured, self._config.base_dir, ())
 
-    def _session(self, path: Path, cache: dict[Path, object]):
+    def _session(self, path: Path, cache: dict[tuple[Path, int], object], threads: int = 1):
         import onnxruntime as ort
 
-        if path in cache:
-            return cache[path]
+        if (path, threads) in cache:
+            return cache[(path, threads)]
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -99,7 +123,7 @@ class OnnxBackend:
             )
         except Exception as exc:
             raise ModelLoadError(f"cannot load ONNX model {path.name}: {exc}") from exc
-        cache[path] = session
+        cache[(path, threads)] = session
         return session
 
     def load(self) -> BackendInfo:
@@ -120,15 +144,18 @@ class OnnxBackend:
         bound_malloc()
         self._shared_arena = cfg.onnx_models.memory_arena and shared_cpu_arena()
         self._run_options = ort.RunOptions()
+        self._keep_options = ort.RunOptions()
         if cfg.onnx_models.memory_arena:
             self._run_options.add_run_config_entry(*_SHRINK_ARENA)
-        cache: dict[Path, object] = {}
+        cache: dict[tuple[Path, int], object] = {}
         specs: list[ModelSpec] = []
         wanted = set(self._model_ids)
+        if self._threads > 1:
+            self._pool = ThreadPoolExecutor(self._threads - 1, thread_name_prefix="onnx-share")
 
         if DETECTION in wanted:
             det_path = self._path(cfg.onnx_models.detection, SHIPPED_DETECTION)
-            self._register(DETECTION, self._session(det_path, cache))
+            self._register(DETECTION, self._session(det_path, cache, self._threads))
             specs.append(
                 ModelSpec(
                     id=DETECTION, kind="detection", name=det_path.name, policy="dynamic",
@@ -211,14 +238,26 @@ class OnnxBackend:
         if model_id == DETECTION:
             trim_malloc()  # the largest working set: do not stack it on free heap pages
         try:
-            with denormals_flushed():  # this thread computes a share too (npu/cpu_env.py)
-                out = session.run(None, {self._input_names[model_id]: batch}, self._run_options)
-            out = out[0]
+            if model_id == DETECTION or self._pool is None or len(batch) < 2:
+                out = self._run_session(session, model_id, batch)
+            else:  # one share of the lines per thread, run at once (module docstring)
+                shares = np.array_split(batch, min(self._threads, len(batch)))
+                others = [self._pool.submit(self._run_session, session, model_id, share)
+                          for share in shares[1:]]
+                first = self._run_session(session, model_id, shares[0])
+                out = np.concatenate([first, *(f.result() for f in others)])
         except Exception as exc:
             raise InferenceError(f"{model_id} failed: {exc}") from exc
         if out.ndim == 4 and model_id == DETECTION:  # (N, 1, H, W) -> (N, H, W)
             out = out[:, 0]
         return out
+
+    def _run_session(self, session, model_id: str, batch: np.ndarray) -> np.ndarray:
+        small = model_id != DETECTION and batch.shape[0] * batch.shape[-1] < _SHRINK_FROM_COLUMNS
+        options = self._keep_options if small else self._run_options
+        with denormals_flushed():  # this thread computes a share too (npu/cpu_env.py)
+            out = session.run(None, {self._input_names[model_id]: batch}, options)
+        return out[0]
 
     async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
         # abandon_on_cancel: a job whose deadline passed returns control at once; the
@@ -226,5 +265,8 @@ class OnnxBackend:
         return await trio.to_thread.run_sync(self._run, model_id, batch, abandon_on_cancel=True)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._sessions.clear()
         self._input_names.clear()
