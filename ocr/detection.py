@@ -1,11 +1,14 @@
 """Detection pre-processing for both input policies a backend can declare.
 
 * *dynamic* (CPU, ONNX Runtime): the network takes any size that is a multiple of 32.
-  We reproduce RapidOCR's steps exactly (bound the longest side, pad very wide or very
-  short images vertically, then scale so the shortest side reaches ``limit_side_len``)
-  because parity with RapidOCR on the same model depends on feeding the same pixels.
+  Very wide or very short images are padded below and above (as PaddleOCR does); then the
+  image is scaled so its short side reaches ``limit_side_len`` (never down), but its long
+  side never past ``max_side_len`` and its area never past ``max_pixels``
+  (:func:`dynamic_net_size`). Text lines are cropped from the original image whatever the
+  detection input's size, so the detector only has to *find* text at this resolution.
 * *fixed* (NPU): a compiled model has one input size. The image is letterboxed into it,
-  centred, keeping its aspect ratio, as Hailo's own OCR example does.
+  centred, keeping its aspect ratio, as Hailo's own OCR example does (tall or wide images
+  are cut into tiles at the dynamic path's scale first, ``ocr/tiling.py``).
 
 Both return the image to feed (``uint8`` BGR, HWC) and the :class:`DetTransform` that maps
 detected boxes back to the original image.
@@ -22,10 +25,20 @@ from .geometry import DetTransform
 
 @attrs.frozen
 class DynamicDetParams:
-    limit_side_len: int = 736
+    """The detection input's size for a dynamic-shape detector.
+
+    The defaults were chosen against the ground truth of ../shared/devdata, with the
+    detector's speed (proportional to the input's pixels) in view
+    (benchmarks/RESULTS.md, round 4): RapidOCR's 736 px short side and 2000 px long side
+    read no better on receipts, forms, scene photos or web images than 704 and 1600, and
+    cost up to 1.7 times the pixels on tall receipts; small images (a single line, a
+    label) were blown up ten times for nothing.
+    """
+
+    limit_side_len: int = 704
     limit_type: str = "min"  # "min": scale the short side up to the limit; "max": cap the long side
-    max_side_len: int = 2000
-    min_side_len: int = 30
+    #: The longest side of the detection input (larger inputs are scaled down to it).
+    max_side_len: int = 1600
     width_height_ratio: float = 8.0  # wider than this gets vertical padding (-1 disables)
     min_height: int = 30
     #: Most pixels in the network input (0 = no bound beyond ``max_side_len`` squared).
@@ -36,67 +49,48 @@ def _round32(v: float) -> int:
     return max(32, int(round(v / 32) * 32))
 
 
-def _bound_sides(img: np.ndarray, p: DynamicDetParams) -> tuple[np.ndarray, float, float]:
-    """RapidOCR's ``resize_image_within_bounds``, made safe for extreme aspect ratios."""
-    h, w = img.shape[:2]
-    ratio_h = ratio_w = 1.0
-    if max(h, w) > p.max_side_len:
-        r = p.max_side_len / max(h, w)
-        rh, rw = _round32(int(h * r)), _round32(int(w * r))
-        img = cv2.resize(img, (rw, rh))
-        ratio_h, ratio_w = h / rh, w / rw
-    h2, w2 = img.shape[:2]
-    if min(h2, w2) < p.min_side_len:
-        r = p.min_side_len / min(h2, w2)
-        rh, rw = _round32(int(h2 * r)), _round32(int(w2 * r))
-        img = cv2.resize(img, (rw, rh))
-        ratio_h, ratio_w = h / rh, w / rw
-    return img, ratio_h, ratio_w
-
-
-def _vertical_padding(img: np.ndarray, p: DynamicDetParams) -> tuple[np.ndarray, int]:
-    h, w = img.shape[:2]
+def vertical_padding(h: int, w: int, p: DynamicDetParams) -> int:
+    """Rows of black added above and below an ``h`` x ``w`` image before detection: very
+    wide images (a single line) and very short ones are padded to a more square shape, as
+    PaddleOCR pads them (the detector finds a lone line poorly at its edge)."""
     too_wide = p.width_height_ratio != -1 and w / h > p.width_height_ratio
     if h <= p.min_height or too_wide:
         new_h = max(int(w / p.width_height_ratio), p.min_height) * 2
-        pad = int(abs(new_h - h) / 2)
-        img = cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        return img, pad
-    return img, 0
+        return int(abs(new_h - h) / 2)
+    return 0
 
 
-def _net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
+def dynamic_net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
+    """The detection input's ``(height, width)`` for a (padded) ``h`` x ``w`` image."""
     if p.limit_type == "max":
         r = p.limit_side_len / max(h, w) if max(h, w) > p.limit_side_len else 1.0
     else:
         r = p.limit_side_len / min(h, w) if min(h, w) < p.limit_side_len else 1.0
-    # Scaling the short side up (limit_type "min") has no bound of its own: a tall thin
-    # image (5000 x 1 pixels, a few hundred bytes as a PNG) would become a 45 632 x 736
-    # network input, minutes of CPU and gigabytes of activations. Wide images are padded
-    # above (``_vertical_padding``); tall ones are capped here instead: the network input
-    # never holds more pixels than a square image at ``max_side_len`` does. Images of
-    # ordinary shape never reach the cap, so parity with RapidOCR is unaffected.
-    cap = float(max(p.max_side_len, p.limit_side_len)) ** 2
+    # The long side is capped after the short side was scaled up: a tall receipt or a long
+    # thin line is not blown up past what the detector needs, and a tall thin image (5000
+    # x 1 pixels, a few hundred bytes as a PNG) cannot become a 45 632 x 736 input.
+    if max(h, w) * r > p.max_side_len:
+        r = p.max_side_len / max(h, w)
     # ``max_pixels`` bounds it further: detection's activations (hence the service's peak
     # memory) are proportional to the input's pixels (benchmarks/RESULTS.md, peak RSS).
-    if p.max_pixels > 0:
-        cap = min(cap, float(p.max_pixels))
-    if h * r * w * r > cap:
-        r *= (cap / (h * r * w * r)) ** 0.5
+    if p.max_pixels > 0 and h * r * w * r > p.max_pixels:
+        r *= (p.max_pixels / (h * r * w * r)) ** 0.5
     return _round32(int(h * r)), _round32(int(w * r))
 
 
 def prepare_dynamic(img: np.ndarray, params: DynamicDetParams) -> tuple[np.ndarray, DetTransform]:
-    """Resize (and pad) ``img`` for a dynamic-shape DB network; see the module docstring."""
+    """Pad and resize ``img`` for a dynamic-shape DB network; see the module docstring."""
     orig_h, orig_w = img.shape[:2]
-    bounded, ratio_h, ratio_w = _bound_sides(img, params)
-    src, pad_top = _vertical_padding(bounded, params)
+    pad = vertical_padding(orig_h, orig_w, params)
+    src = img
+    if pad:
+        src = cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     src_h, src_w = src.shape[:2]
-    net_h, net_w = _net_size(src_h, src_w, params)
+    net_h, net_w = dynamic_net_size(src_h, src_w, params)
     net = cv2.resize(src, (net_w, net_h))
     return net, DetTransform(
-        map_w=net_w, map_h=net_h, src_w=src_w, src_h=src_h, pad_left=0.0,
-        pad_top=float(pad_top), ratio_w=ratio_w, ratio_h=ratio_h, orig_w=orig_w, orig_h=orig_h,
+        map_w=net_w, map_h=net_h, src_w=src_w, src_h=src_h, pad_left=0.0, pad_top=float(pad),
+        ratio_w=1.0, ratio_h=1.0, orig_w=orig_w, orig_h=orig_h,
     )
 
 

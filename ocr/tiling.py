@@ -40,7 +40,7 @@ import attrs
 import cv2
 import numpy as np
 
-from .detection import DynamicDetParams, _net_size, _round32, prepare_fixed
+from .detection import DynamicDetParams, dynamic_net_size, prepare_fixed, vertical_padding
 from .geometry import DetTransform, order_clockwise
 
 
@@ -121,19 +121,8 @@ class TileTransform:
 def dynamic_scale(h: int, w: int, params: DynamicDetParams) -> float:
     """The horizontal scale :func:`ocr.detection.prepare_dynamic` would feed an ``h`` x
     ``w`` image at (network width / image width), computed from the sizes alone."""
-    p = params
-    sh, sw = h, w
-    if max(sh, sw) > p.max_side_len:
-        r = p.max_side_len / max(sh, sw)
-        sh, sw = _round32(int(sh * r)), _round32(int(sw * r))
-    if min(sh, sw) < p.min_side_len:
-        r = p.min_side_len / min(sh, sw)
-        sh, sw = _round32(int(sh * r)), _round32(int(sw * r))
-    too_wide = p.width_height_ratio != -1 and sw / sh > p.width_height_ratio
-    if sh <= p.min_height or too_wide:  # vertical padding, as _vertical_padding adds it
-        new_h = max(int(sw / p.width_height_ratio), p.min_height) * 2
-        sh += 2 * int(abs(new_h - sh) / 2)
-    _, net_w = _net_size(sh, sw, p)
+    pad = vertical_padding(h, w, params)
+    _, net_w = dynamic_net_size(h + 2 * pad, w, params)
     return net_w / w
 
 

@@ -31,16 +31,28 @@ def test_dynamic_sides_are_multiples_of_32_within_limits(h, w):
     nh, nw = net.shape[:2]
     assert nh % 32 == 0 and nw % 32 == 0 and nh >= 32 and nw >= 32
     assert (t.map_h, t.map_w) == (nh, nw) and (t.orig_h, t.orig_w) == (h, w)
-    # the bounded source never exceeds the long-side cap (plus the rounding to 32)
-    assert max(t.src_h - 2 * t.pad_top, t.src_w) <= params.max_side_len + 32
-    if min(h, w) >= params.min_side_len and max(h, w) <= params.max_side_len:
-        assert (t.ratio_h, t.ratio_w) == (1.0, 1.0)
+    # the input never exceeds the long-side cap (plus the rounding to 32); the source is
+    # the original image (padded), never rescaled before the network's own resize
+    assert max(nh, nw) <= params.max_side_len + 16
+    assert (t.src_h - 2 * t.pad_top, t.src_w) == (h, w) and (t.ratio_h, t.ratio_w) == (1, 1)
 
 
 def test_dynamic_scales_short_side_up_to_limit():
     net, t = prepare_dynamic(np.zeros((300, 400, 3), np.uint8), DynamicDetParams())
-    assert net.shape[:2] == (736, 992)  # 736 / 300 * 400 = 981.3 -> 992
+    assert net.shape[:2] == (704, 928)  # 704 / 300 * 400 = 938.7 -> 928
     assert t.pad_top == 0
+
+
+def test_dynamic_caps_the_long_side_after_scaling_up():
+    # a receipt: the short side is not scaled up past what keeps the long side at 1600
+    net, _ = prepare_dynamic(np.zeros((1170, 457, 3), np.uint8), DynamicDetParams())
+    assert net.shape[:2] == (1600, 640)  # 1600 / 1170 * 457 = 625 -> 640
+    # a photo that already fits is only rounded to multiples of 32
+    net, _ = prepare_dynamic(np.zeros((720, 1280, 3), np.uint8), DynamicDetParams())
+    assert net.shape[:2] == (704, 1280)
+    # a large scan is scaled down to the cap
+    net, _ = prepare_dynamic(np.zeros((2160, 932, 3), np.uint8), DynamicDetParams())
+    assert net.shape[:2] == (1600, 704)
 
 
 def test_dynamic_max_limit_type_caps_the_long_side():
@@ -265,9 +277,10 @@ def test_dynamic_max_pixels_scales_a_wide_line_down():
     # a 132 x 709 line: its short side is scaled up to 736, a 736 x 3968 network input
     # (2.9 Mpx) unless max_pixels bounds it; the aspect ratio is kept either way
     img = np.zeros((132, 709, 3), np.uint8)
-    net, t = prepare_dynamic(img, DynamicDetParams())
+    net, t = prepare_dynamic(img, DynamicDetParams(limit_side_len=736, max_side_len=4000))
     assert net.shape[:2] == (736, 3968)
-    net, t = prepare_dynamic(img, DynamicDetParams(max_pixels=2_000_000))
+    net, t = prepare_dynamic(
+        img, DynamicDetParams(limit_side_len=736, max_side_len=4000, max_pixels=2_000_000))
     h, w = net.shape[:2]
     assert h * w <= 2_000_000 * 1.05 and h < 736
     assert abs(w / h - 3968 / 736) < 0.3

@@ -117,8 +117,11 @@ def test_the_receipt_is_fed_at_its_width_and_a_strip_at_the_cpu_scale():
 
 
 def test_too_many_tiles_fall_back_to_a_coarser_scale():
-    fine = _plan(6000, 800, max_tiles=100)
-    capped = _plan(6000, 800, max_tiles=4)
+    # A CPU path that would read this 6000 px strip at full size (its default caps the
+    # long side at 1600, which four tiles cover anyway).
+    det = DynamicDetParams(max_side_len=8000)
+    fine = plan_tiles(6000, 800, MODEL_H, MODEL_W, det, TilingParams(max_tiles=100))
+    capped = plan_tiles(6000, 800, MODEL_H, MODEL_W, det, TilingParams(max_tiles=4))
     assert len(fine.tiles) > 4 and len(capped.tiles) <= 4
     assert capped.scale < fine.scale
     # No gain left over the letterbox: one tile.

@@ -29,7 +29,7 @@ def _samples(fonts, words, n: int, words_per_line: tuple[int, int], sep: str, se
              per_page: int = 6):
     """Pages of ``per_page`` lines each, ``n`` lines in all, cycling through fonts and sizes,
     each line with its own random angle and noise. Several lines share a page because a
-    lone line would be scaled up to the detector's 736-pixel short side, which costs more
+    lone line would be scaled up to the detector's 704-pixel short side, which costs more
     than the whole page. Returns ``(truth_lines, page)`` pairs."""
     rng = random.Random(seed)
     pages = []
