@@ -22,8 +22,11 @@ When several languages are due, the one whose oldest crop has waited longest goe
 The batcher knows a language's model only from the :class:`~actors.routing.ModelTable`
 (its input policy, batch size, device) and sends batches through the routing client.
 
-For dynamic-width models a batch takes the oldest crop and the queued crops closest to
-it in width, to limit padding; fixed-width models take crops in arrival order. Fixed-batch
+For dynamic-width models a crop comes with the width it is to be padded to (its own,
+``ocr.recognition.pad_width``), and a batch takes the oldest crop and the queued crops of
+that same width, so a line's text never depends on what else is in flight (crops without
+a declared width are batched with those closest to the oldest in width, to limit
+padding); fixed-width models take crops in arrival order. Fixed-batch
 models get blank frames in the unused slots, whose outputs are dropped. Results go back
 to each crop's own caller, tagged with the crop's index in its submission. Crops of a
 caller that has gone (cancelled, timed out) are dropped before they are batched, and a
@@ -267,8 +270,9 @@ class Batcher:
         size = max(1, spec.batch_size)
         if spec.policy != "fixed" and q[0].exact:
             # A dynamic model's text depends on how much padding a line gets: take only
-            # crops to be padded to the oldest crop's width, so results never depend on
-            # what else is in flight (and match PaddleOCR's own grouping).
+            # crops to be padded to the oldest crop's width (a width each line's own size
+            # decides, ocr.recognition.pad_width), so results never depend on what else
+            # is in flight.
             first = q[0]
             if not spec.fixed_batch:
                 size = min(size, max(1, _columns_budget(spec) // max(1, first.width)))

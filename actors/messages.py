@@ -39,7 +39,7 @@ class RecSubmission:
     crops: tuple[np.ndarray, ...] = attrs.field(eq=False, repr=lambda c: f"<{len(c)} crops>")
     reply: trio.MemorySendChannel = attrs.field(eq=False, repr=False)
     #: For a dynamic-width recogniser: the width each crop must be padded to (see
-    #: ``ocr.recognition.group_widths``); the batcher then batches only crops of equal
+    #: ``ocr.recognition.pad_width``); the batcher then batches only crops of equal
     #: width, so a line's text never depends on what else is in flight. None: any width.
     widths: tuple[int, ...] | None = None
 

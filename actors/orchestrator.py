@@ -18,7 +18,7 @@ import numpy as np
 import trio
 
 from npu.backend import CLASSIFIER, DETECTION, ModelSpec, recognition_id
-from ocr.classify import pack_cls, upside_down
+from ocr.classify import pack_cls, page_upside_down
 from ocr.config import Config
 from ocr.crop import crop_quad, rotate_180
 from ocr.dbpost import DbParams, db_boxes
@@ -32,7 +32,7 @@ from ocr.detection import (
 )
 from ocr.geometry import DetTransform
 from ocr.order import line_texts, reading_order
-from ocr.recognition import group_widths, join_pieces, resize_for_rec, split_wide_crop
+from ocr.recognition import join_pieces, pad_width, resize_for_rec, split_wide_crop
 from ocr.tiling import (
     TilePlan,
     TileTransform,
@@ -163,15 +163,15 @@ def _rec_inputs(
 ) -> tuple[list[np.ndarray], list[int], tuple[int, ...] | None]:
     """Resize crops for the recogniser; a fixed-width model gets wide lines in pieces.
     Returns the pieces, for each piece the index of the crop it belongs to, and for a
-    dynamic-width model the width each piece is to be padded to (PaddleOCR's grouping,
-    :func:`ocr.recognition.group_widths`), else None."""
+    dynamic-width model the width each piece is to be padded to (its own,
+    :func:`ocr.recognition.pad_width`), else None."""
     height = spec.height or 48
     pieces: list[np.ndarray] = []
     owners: list[int] = []
     if spec.policy != "fixed":
-        widths = group_widths(crops, height, spec.width or 320)
-        pieces = [resize_for_rec(c, height, w) for c, w in zip(crops, widths, strict=True)]
-        return pieces, list(range(len(crops))), tuple(widths)
+        pieces = [resize_for_rec(c, height) for c in crops]
+        widths = tuple(pad_width(p.shape[1]) for p in pieces)
+        return pieces, list(range(len(crops))), widths
     for i, crop in enumerate(crops):
         if spec.policy == "fixed" and spec.width:
             parts = split_wide_crop(crop, height, spec.width)
@@ -370,15 +370,17 @@ class Orchestrator:
         return await trio.to_thread.run_sync(_merge_regions, img, plan, done, s)
 
     async def _classify(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """The crops, all turned by 180 degrees if the image reads upside down
+        (``ocr.classify.page_upside_down``), else as they were."""
         spec = self._models.spec(CLASSIFIER)
-        out: list[np.ndarray] = []
+        probs = []
         for start in range(0, len(crops), spec.batch_size):
             chunk = crops[start : start + spec.batch_size]
             tensor = await trio.to_thread.run_sync(pack_cls, chunk)
-            probs = await self._device.infer(CLASSIFIER, tensor)
-            flips = upside_down(probs)
-            out.extend(rotate_180(c) if f else c for c, f in zip(chunk, flips, strict=True))
-        return out
+            probs.append(await self._device.infer(CLASSIFIER, tensor))
+        if not page_upside_down(np.concatenate(probs)):
+            return crops
+        return [rotate_180(c) for c in crops]
 
     async def _recognise(
         self, rid: str | None, language: str, pieces: list[np.ndarray], owners: list[int],

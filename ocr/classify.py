@@ -1,4 +1,12 @@
-"""Optional 0/180-degree text direction classification (PaddleOCR's line classifier)."""
+"""Optional 0/180-degree text direction classification (PaddleOCR's line classifier).
+
+PaddleOCR turns each line the classifier calls upside down. On ../shared/devdata that
+turned more good lines over than it righted (word F1 on forms -0.022, receipts -0.004,
+photos -0.011, web images -0.005: short lines and CJK characters fool it), while every
+upside-down text it righted was a whole image turned over. So the service asks it about
+the image: when most of an image's lines are upside down, all of them are read turned,
+otherwise none is (:func:`page_upside_down`; benchmarks/RESULTS.md, round 4).
+"""
 
 from __future__ import annotations
 
@@ -28,3 +36,10 @@ def upside_down(probs: np.ndarray, threshold: float = 0.9) -> list[bool]:
     probs = np.asarray(probs)
     best = probs.argmax(axis=1)
     return [bool(b == 1 and probs[i, 1] > threshold) for i, b in enumerate(best)]
+
+
+def page_upside_down(probs: np.ndarray, threshold: float = 0.9) -> bool:
+    """True when more than half of an image's lines are upside down (see the module
+    docstring): then every line is read turned by 180 degrees."""
+    flips = upside_down(probs, threshold)
+    return 2 * sum(flips) > len(flips)

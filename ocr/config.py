@@ -87,21 +87,22 @@ class OcrConfig:
     #: DB box threshold: mean probability a box needs to be kept.
     det_box_threshold: float = 0.5
     unclip_ratio: float = 1.6
-    #: Lines recognised with a lower confidence are dropped.
-    rec_threshold: float = 0.5
+    #: Lines recognised with a lower confidence are dropped. Above PaddleOCR's 0.5: on
+    #: ../shared/devdata the lines between 0.5 and 0.7 were mostly misread texture in
+    #: photos and web images, rarely real text on documents (benchmarks/RESULTS.md, round 4).
+    rec_threshold: float = 0.7
     #: Run the 0/180-degree line classifier (CPU backend only).
     use_angle_cls: bool = False
-    #: Dynamic detection input: scale the short side up to this (limit_type min) ...
-    det_limit_side_len: int = 736
+    #: Dynamic detection input: scale the short side up to this (limit_type min) or the
+    #: long side down to it (max) ...
+    det_limit_side_len: int = 704
     det_limit_type: str = "min"
-    #: ... after capping the long side of the image at this many pixels.
-    det_max_side_len: int = 2000
+    #: ... but never make the input's long side longer than this (ocr/detection.py).
+    det_max_side_len: int = 1600
     #: Most pixels in the dynamic detection input; larger inputs are scaled down to it.
     #: Detection's working memory grows with its input's pixels (about 200 MB per million
-    #: on the CPU), so this bounds the service's peak RSS. Only small images scaled *up* to
-    #: the 736 px short side get this large (a 132x709 line becomes 736x3968, 2.9 Mpx).
-    #: 2.2 Mpx reads every image of ../shared/devdata as RapidOCR does; at 2.0 Mpx
-    #: rapidocr_tests/text_rec.jpg is read where RapidOCR (at 2.5 Mpx) finds no text.
+    #: on the CPU), so this bounds the service's peak RSS; with the 1600 px long side only
+    #: near-square inputs reach it.
     det_max_pixels: int = 2_200_000
     #: Most text regions read from one image (the rest are dropped, largest score first).
     max_regions: int = 1000

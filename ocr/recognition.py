@@ -1,22 +1,28 @@
 """Recognition pre-processing and CTC decoding.
 
 Crops are resized to the model's height keeping their aspect ratio, then packed into a
-batch: padded to the widest crop of the batch (dynamic-width models, at least the
-model's nominal width, as PaddleOCR does) or to the model's fixed width (compiled NPU
-models). Line crops wider than a fixed model can take are split into overlapping pieces
-first (:func:`split_wide_crop`) and the texts joined again (:func:`join_pieces`).
+batch: for dynamic-width models each line is padded to a width that depends on that line
+alone (:func:`pad_width`), and a batch holds only lines of one padded width; compiled NPU
+models take the model's fixed width. Line crops wider than a fixed model can take are split
+into overlapping pieces first (:func:`split_wide_crop`) and the texts joined again
+(:func:`join_pieces`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Final
 
 import cv2
 import numpy as np
 
 #: Index of the CTC blank class in PaddleOCR recognition models.
-BLANK = 0
+BLANK: Final = 0
+#: A dynamic-width recogniser's padding: each line to its own width, rounded up to a
+#: multiple of this, and never below REC_MIN_WIDTH (see :func:`pad_width`).
+REC_WIDTH_STEP: Final = 16
+REC_MIN_WIDTH: Final = 96
 
 
 def build_charset(dictionary: Sequence[str]) -> tuple[str, ...]:
@@ -38,28 +44,21 @@ def resize_for_rec(crop: np.ndarray, height: int = 48, max_width: int | None = N
     return cv2.resize(crop, (new_w, height))
 
 
-def group_widths(
-    crops: Sequence[np.ndarray], height: int = 48, nominal_width: int = 320, group_size: int = 6
-) -> list[int]:
-    """The width each crop is padded to for a dynamic-width recogniser, PaddleOCR's way.
+def pad_width(width: int, step: int = REC_WIDTH_STEP, min_width: int = REC_MIN_WIDTH) -> int:
+    """The width a line resized to ``width`` columns is padded to for a dynamic-width
+    recogniser: its own width rounded up to a multiple of ``step``, at least ``min_width``.
 
-    PaddleOCR (and RapidOCR) sort an image's crops by aspect ratio, cut them into groups of
-    ``group_size`` and pad every crop of a group to ``int(height * r)``, ``r`` being the
-    largest aspect ratio in the group (never less than ``nominal_width / height``). The
-    recogniser's output depends on how much padding a line gets, so giving every crop this
-    width, whatever else shares its batch, makes a line's text independent of concurrent
-    requests and the same as RapidOCR's. Returned in the order of ``crops``.
+    The recogniser's output depends on how much zero padding follows a line (the same crop
+    padded to 640 or 960 columns gives character probabilities up to 0.24 apart), so the
+    padded width must be a function of the line alone: then a line's text never depends
+    on which other lines or requests share its batch. PaddleOCR (and RapidOCR) instead pad
+    a line to the widest of a group of six neighbours by aspect ratio, and to at least 320
+    columns; on ../shared/devdata a line's own width reads as well against the ground truth
+    (better on receipts) and costs about half the columns (benchmarks/RESULTS.md, round 4).
+    The step lets lines of nearly equal width share a batch; the floor keeps short words
+    (one to three characters) from being read with no context at all.
     """
-    ratios = [c.shape[1] / float(max(c.shape[0], 1)) for c in crops]
-    # Default (quicksort) kind, as RapidOCR: ties may split across groups the same way.
-    order = np.argsort(np.asarray(ratios, dtype=np.float64))
-    widths = [0] * len(crops)
-    for start in range(0, len(order), group_size):
-        group = order[start : start + group_size]
-        max_ratio = max(nominal_width / float(height), *(ratios[i] for i in group))
-        for i in group:
-            widths[int(i)] = int(height * max_ratio)
-    return widths
+    return max(min_width, int(math.ceil(width / step)) * step)
 
 
 def batch_width(resized: Sequence[np.ndarray], nominal_width: int) -> int:

@@ -64,3 +64,31 @@ async def test_concurrent_requests_read_the_same_text_as_one_at_a_time(
         if t.ident not in before and not t.name.startswith("Trio thread")
     ]
     assert leftover == []
+
+
+async def test_the_angle_classifier_turns_an_upside_down_image_not_single_lines(
+    config, devdata
+):
+    """With ``ocr.use_angle_cls`` an image whose lines are upside down (text_cls.jpg is
+    printed upside down) reads as the same image turned the right way up does without
+    the classifier (the same characters: detection, run before the classifier, may cut
+    the lines differently); an upright image reads exactly as it does without it."""
+    import cv2
+    import numpy as np
+
+    upside = (devdata / "rapidocr_tests" / "text_cls.jpg").read_bytes()
+    img = cv2.imdecode(np.frombuffer(upside, np.uint8), cv2.IMREAD_COLOR)
+    ok, righted = cv2.imencode(".png", cv2.rotate(img, cv2.ROTATE_180))
+    assert ok
+    upright = (devdata / "rapidocr_tests" / "ch_en_num.jpg").read_bytes()
+
+    async def read(cfg, data):
+        async with open_ocr_service(cfg) as svc:
+            result = await svc.extract(OcrRequest(data, ("zh",)))
+        return [r.text for r in result.regions]
+
+    with_cls = with_changes(config, ocr={"use_angle_cls": True})
+    turned = "".join(await read(with_cls, upside))
+    assert turned and turned == "".join(await read(config, righted.tobytes()))
+    assert turned != "".join(await read(config, upside))
+    assert await read(with_cls, upright) == await read(config, upright)

@@ -25,7 +25,6 @@ sys.path.insert(0, str(STANDIN))
 from hailo_platform import VDevice, _standin  # noqa: E402  (the stand-in)
 from hailo_testing import hailo_config  # noqa: E402
 from helpers_server import serve_subprocess, wait_until  # noqa: E402
-from parity_support import load_score_module  # noqa: E402
 
 from actors.messages import OcrRequest  # noqa: E402
 from actors.service import open_ocr_service  # noqa: E402
@@ -80,28 +79,34 @@ def bag_f1(pred: Counter, ref: Counter) -> float:
 
 @pytest.mark.devdata
 @pytest.mark.slow
-async def test_hailo_path_reads_real_images_like_the_cpu_backend(devdata, config, hcfg):
-    score = load_score_module(devdata)
+async def test_hailo_path_reads_real_images_like_the_cpu_backend(devdata, devdata_score, config,
+                                                                  hcfg):
+    score = devdata_score
     images = [devdata / "rapidocr_tests" / "en.jpg", devdata / "sroie_dev" / "images" / "006.jpg"]
     onnx_cfg = attrs.evolve(
         config, ocr=attrs.evolve(config.ocr, languages=("en",), default_language="en")
     )
     bags: dict[str, list[Counter]] = {}
+    pages: dict[str, list[str]] = {}
     for name, cfg in (("hailo", hcfg), ("onnx", onnx_cfg)):
         async with open_ocr_service(cfg) as service:
             assert service.info.kind == name
-            results = []
+            results, texts = [], []
             for path in images:
                 r = await service.extract(OcrRequest(path.read_bytes(), ("en",)))
                 results.append(Counter(w for reg in r.regions for w in score.tokens(reg.text)))
-            bags[name] = results
+                texts.append("".join("".join(reg.text.split()) for reg in r.regions))
+            bags[name], pages[name] = results, texts
     hailo_all = sum(bags["hailo"], Counter())
     onnx_all = sum(bags["onnx"], Counter())
     assert sum(onnx_all.values()) > 150  # the images really have text
     f1 = bag_f1(hailo_all, onnx_all)
     assert f1 >= 0.95, f"word F1 between the Hailo path and the CPU backend is {f1:.3f}"
-    # The English page reads the same, word for word, though its lines are split in four.
-    assert bag_f1(bags["hailo"][0], bags["onnx"][0]) >= 0.97
+    # The English page reads the same, character for character, though its lines are split
+    # in four. (Not always space for space: the NPU pads a short line with grey to its
+    # fixed 320 columns, the CPU to the line's own width, and the recogniser reads the
+    # space in the title "MovieShots Dataset" only with the short padding.)
+    assert pages["hailo"][0] == pages["onnx"][0]
 
 
 async def test_a_100_character_line_survives_the_fixed_width(hcfg):

@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocr.classify import CLS_HEIGHT, CLS_WIDTH, pack_cls, upside_down
+from ocr.classify import CLS_HEIGHT, CLS_WIDTH, pack_cls, page_upside_down, upside_down
 from ocr.order import line_texts, reading_order
 from ocr.recognition import (
     BLANK,
+    REC_MIN_WIDTH,
+    REC_WIDTH_STEP,
     batch_width,
     build_charset,
     ctc_greedy_decode,
-    group_widths,
     join_pieces,
     pack_dynamic,
     pack_fixed_rgb,
+    pad_width,
     resize_for_rec,
     split_wide_crop,
 )
@@ -76,18 +78,17 @@ def test_pack_fixed_rgb_frames_are_the_crops_in_rgb_cut_at_the_width():
         assert (frame[:, w:] == 7).all()
 
 
-def test_group_widths_follow_paddle_grouping():
-    # ratios 1, 2, ..., 10 (h = 48): sorted groups of 3 -> max ratios 3, 6, 9, 10
-    crops = [_crop(48, 48 * r) for r in (5, 1, 9, 2, 10, 3, 4, 6, 7, 8)]
-    widths = group_widths(crops, 48, 96, group_size=3)
-    by_ratio = dict(zip((5, 1, 9, 2, 10, 3, 4, 6, 7, 8), widths, strict=True))
-    assert by_ratio == {1: 144, 2: 144, 3: 144, 4: 288, 5: 288, 6: 288, 7: 432, 8: 432,
-                        9: 432, 10: 480}
-    # never below the nominal width
-    assert group_widths([_crop(48, 20)], 48, 320) == [320]
-    # every crop fits its width once resized
-    for c, w in zip(crops, widths, strict=True):
-        assert resize_for_rec(c, 48, w).shape[1] <= w
+
+def test_pad_width_is_the_lines_own_width_rounded_up():
+    assert pad_width(200) == 208 and pad_width(208) == 208 and pad_width(209) == 224
+    assert pad_width(10) == REC_MIN_WIDTH == pad_width(REC_MIN_WIDTH)
+    assert pad_width(500, step=32, min_width=64) == 512
+    assert pad_width(20, step=32, min_width=64) == 64
+    # every resized line fits the width it is padded to, with less than one step spare
+    for w in range(1, 2000, 7):
+        padded = pad_width(w)
+        assert padded >= w and padded % REC_WIDTH_STEP == 0
+        assert padded - w < REC_WIDTH_STEP or padded == REC_MIN_WIDTH
 
 
 # ------------------------------------------------------------------ CTC
@@ -193,6 +194,15 @@ def test_upside_down_needs_the_180_label_over_threshold():
     probs = np.array([[0.95, 0.05], [0.05, 0.95], [0.15, 0.85]], np.float32)
     assert upside_down(probs) == [False, True, False]
     assert upside_down(probs, threshold=0.8) == [False, True, True]
+
+
+def test_an_image_is_upside_down_when_most_of_its_lines_are():
+    up, down, unsure = [0.99, 0.01], [0.02, 0.98], [0.15, 0.85]
+    assert page_upside_down(np.array([down]))
+    assert page_upside_down(np.array([down, down, up]))
+    assert not page_upside_down(np.array([down, up]))  # a tie is not a majority
+    assert not page_upside_down(np.array([down, unsure, unsure]))  # not sure enough
+    assert not page_upside_down(np.array([up, up, up, down]))
 
 
 # ------------------------------------------------------------------ reading order

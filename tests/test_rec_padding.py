@@ -1,12 +1,13 @@
-"""Recognition padding: a line is recognised at its own PaddleOCR group width, whatever
+"""Recognition padding: a line is recognised at a width its own size decides, whatever
 else is in flight.
 
 The PP-OCR recogniser's output depends on how much zero padding follows a line (measured:
 the same crop padded to 640 or 960 columns gives character probabilities up to 0.24
 apart), while the same width in batches of different sizes gives identical results. So
-the orchestrator gives each crop the width PaddleOCR/RapidOCR would pad it to
-(``ocr.recognition.group_widths``) and the batcher batches a dynamic-width model's crops
-only with crops of the same width. These tests pin that down with a recording fake device.
+the orchestrator gives each crop its own padded width (``ocr.recognition.pad_width``) and
+the batcher batches a dynamic-width model's crops only with crops of the same width. These
+tests pin that down with a recording fake device; tests/test_actors_e2e_onnx.py checks,
+with the real models, that concurrent requests read the same text as one at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fakes import FakeDevice, id_crop
 
 import actors.batcher as batcher_module
 from actors.messages import RecResult, RecSubmission
-from ocr.recognition import group_widths, resize_for_rec
+from ocr.recognition import pad_width
 
 
 @pytest.fixture
@@ -77,15 +78,22 @@ async def test_without_declared_widths_the_batcher_pads_to_the_widest(packed):
     assert packed == [(500, [96, 500])]
 
 
-def test_group_widths_match_rapidocr_resize():
-    """The orchestrator's pieces are exactly as wide as RapidOCR's resize makes them."""
+def test_rec_inputs_pad_each_line_to_its_own_width():
+    """The orchestrator's pieces are resized keeping their aspect ratio, and each is to be
+    padded to a width that depends on that piece alone."""
+    from actors.orchestrator import _rec_inputs
+    from npu.backend import ModelSpec
+
+    spec = ModelSpec(id="recognition_en", kind="recognition", name="m", policy="dynamic",
+                     layout="nchw_float", height=48, width=320, batch_size=8)
     rng = np.random.default_rng(5)
     crops = [np.zeros((int(h), int(w), 3), np.uint8)
              for h, w in zip(rng.integers(12, 80, 40), rng.integers(10, 2000, 40), strict=True)]
-    widths = group_widths(crops)
-    for crop, width in zip(crops, widths, strict=True):
+    pieces, owners, widths = _rec_inputs(crops, spec)
+    assert owners == list(range(len(crops))) and widths is not None
+    for crop, piece, width in zip(crops, pieces, widths, strict=True):
         h, w = crop.shape[:2]
-        ratio = w / float(h)
-        expected = min(int(np.ceil(48 * ratio)), width)  # RapidOCR's resize_norm_img
-        assert resize_for_rec(crop, 48, width).shape[1] == expected
-        assert width >= 320
+        assert piece.shape[1] == int(np.ceil(48 * (w / float(h))))  # PaddleOCR's resize
+        assert width == pad_width(piece.shape[1])
+    # alone or among others, a crop gets the same width
+    assert _rec_inputs(crops[:1], spec)[2] == widths[:1]
