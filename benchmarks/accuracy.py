@@ -8,10 +8,10 @@
 Three systems read every image of ``../shared/devdata`` (or ``$HAILO_OCR_DEVDATA``):
 
 * **ours**: by default ``hailo-ocr serve`` started on a free loopback port (the default
-  configuration plus ``--set``), one request at a time over HTTP, so the latency is what a
-  client sees; ``--ours in-process`` runs the same pipeline through
-  :func:`actors.service.open_ocr_service` in this process instead (quicker for comparing
-  settings; no HTTP in its latency);
+  configuration plus ``--set``; ``--url`` uses a running one instead), one request at a
+  time over HTTP, so the latency is what a client sees; ``--ours in-process`` runs the
+  same pipeline through :func:`actors.service.open_ocr_service` in this process instead
+  (quicker for comparing settings; no HTTP in its latency);
 * **rapidocr** and **faster-paddle** (``benchmarks/peers.py``: the same PP-OCRv6 small
   models, each with its own defaults), called directly in this process.
 
@@ -26,7 +26,8 @@ for the word- and line-level folders, char F1 and CER without spaces for ``mtwi_
 with RapidOCR's. The summary checks the accuracy and latency targets of issue 15.
 
 ``--peers-cache FILE`` keeps the two peers' answers and latencies in FILE (written when
-missing, read when present): their output does not change while one tunes ours.
+missing, read when present): their output does not change while one tunes ours (their
+latencies are then those of the run that wrote it, not paired with ours).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ def save_peers_cache(path: Path, answers: dict[str, dict[str, Answer]]) -> None:
 def run(
     devdata: Path, fs: list[Folder], *, ours: str = "http", peers: Sequence[str] = PEERS,
     settings: dict[str, dict[str, Any]] | None = None, peers_cache: Path | None = None,
-    concurrency: int = 1,
+    concurrency: int = 1, url: str | None = None,
     progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Report:
     t_start = time.perf_counter()
@@ -299,7 +300,9 @@ def run(
                           if k in {j[0] for j in jobs}}
     rep.answers[OURS] = {}
     with contextlib.ExitStack() as stack:
-        if ours == "http":
+        if ours == "http" and url:
+            callers[OURS] = OursHttp(load.Target.from_url(url))
+        elif ours == "http":
             callers[OURS] = stack.enter_context(ours_server(settings or {}))
         for c in callers.values():  # warm-up, not counted
             c(jobs[0][1], jobs[0][2])
@@ -404,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folders", nargs="+", choices=[f[0] for f in FOLDERS])
     ap.add_argument("--limit", type=int, help="at most this many images per folder")
     ap.add_argument("--ours", choices=("http", "in-process"), default="http")
+    ap.add_argument("--url", help="with --ours http: a running hailo-ocr instead of starting one "
+                    "(e.g. another checkout's, for a before/after pair)")
     ap.add_argument("--concurrency", type=int, default=1,
                     help="requests in flight with --ours in-process (accuracy only)")
     ap.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS),
@@ -419,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     fs = folders(a.devdata, a.folders, a.limit)
     rep = run(a.devdata, fs, ours=a.ours, peers=a.peers, settings=load.parse_set(a.set),
-              peers_cache=a.peers_cache, concurrency=a.concurrency)
+              peers_cache=a.peers_cache, concurrency=a.concurrency, url=a.url)
     if a.json:
         a.json.write_text(json.dumps(rep.to_json(), indent=1, ensure_ascii=False) + "\n")
     print(load.machine_line(rep.seconds))
