@@ -1,7 +1,7 @@
 """Optional 0/180-degree text direction classification (PaddleOCR's line classifier).
 
 PaddleOCR turns each line the classifier calls upside down. On ../shared/devdata that
-turned more good lines over than it righted (word F1 on forms -0.022, receipts -0.004,
+turned more good lines over than it righted (word F1 on forms -0.021, receipts -0.004,
 photos -0.011, web images -0.005: short lines and CJK characters fool it), while every
 upside-down text it righted was a whole image turned over. So the service asks it about
 the image: when most of an image's lines are upside down, all of them are read turned,
