@@ -430,14 +430,17 @@ def _pack(
     spec: ModelSpec, crops: list[np.ndarray], min_width: int = 0
 ) -> tuple[np.ndarray, int]:
     """Build the device tensor for a batch; returns it and how many blank frames it has.
-    ``min_width``: a dynamic batch is padded to at least this width."""
+    ``min_width``: the width the batch's crops declared (0: none); a dynamic batch is
+    padded to it instead of the model's nominal width."""
     if spec.layout == "nhwc_uint8_rgb":
         slots = spec.batch_size if spec.fixed_batch else None
         tensor = pack_fixed_rgb(crops, spec.width or 320, pad_value=spec.pad_value, slots=slots)
     else:
         width = spec.width or 320
         if spec.policy == "dynamic":
-            width = max(batch_width(crops, width), min_width)
+            # Crops with a declared width (ocr.recognition.pad_width) are padded to exactly
+            # that, below the nominal width too; others to the widest, at least nominal.
+            width = batch_width(crops, min_width or width)
         tensor = pack_dynamic(crops, width)
         if spec.fixed_batch and len(crops) < spec.batch_size:
             pad = np.zeros((spec.batch_size - len(crops), *tensor.shape[1:]), tensor.dtype)

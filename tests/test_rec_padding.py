@@ -71,6 +71,16 @@ async def test_crops_are_batched_only_with_crops_of_the_same_pad_width(packed):
         assert {declared[w] for w in crop_widths} == {tensor_width}
 
 
+async def test_a_declared_width_below_the_nominal_width_is_kept(packed):
+    """Short lines are padded to their own width (at least 96), not to the model's nominal
+    320 columns: that is where per-line padding saves most of its columns."""
+    device = FakeDevice(rec_batch_size=8)
+    async with running_batcher(device, max_in_flight=1) as h:
+        texts = await _submit(h, [1, 2, 3], [60, 90, 100], [96, 96, 112])
+    assert texts == ["1", "2", "3"]
+    assert sorted(packed) == [(96, [60, 90]), (112, [100])]
+
+
 async def test_without_declared_widths_the_batcher_pads_to_the_widest(packed):
     device = FakeDevice(rec_batch_size=8)
     async with running_batcher(device, max_in_flight=1) as h:
