@@ -12,7 +12,7 @@ shares run at once. A line crop is a small input: splitting each operator of it 
 cores costs more in synchronisation than it gains (on two busy cores a 2-thread session
 took 1.2-1.6x as long as the same lines split in two 1-thread shares; on a shared machine
 a spinning pool thread also waits for its core), while independent lines need no
-synchronisation at all (benchmarks/RESULTS.md, round 4). A line's output does not depend
+synchronisation at all (benchmarks/RESULTS.md, round 5). A line's output does not depend
 on which share it is in: every line of a batch is padded to the same width either way.
 """
 
@@ -56,7 +56,7 @@ _SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 #: Recognition and classifier calls shrink the arena only from this many input columns
 #: (lines x padded width) up. Most calls are a few short lines, whose working set (about
 #: 27 kB a column) the next call reuses: giving it back and faulting it in again after
-#: every one of them made recognition 1.1-1.7x as slow (benchmarks/RESULTS.md, row 24);
+#: every one of them made recognition 1.1-1.7x as slow (benchmarks/RESULTS.md, row 35);
 #: a large batch still gives its memory back, so what a detection starts from stays
 #: bounded.
 _SHRINK_FROM_COLUMNS = 1024

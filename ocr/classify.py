@@ -5,7 +5,7 @@ turned more good lines over than it righted (word F1 on forms -0.021, receipts -
 photos -0.011, web images -0.005: short lines and CJK characters fool it), while every
 upside-down text it righted was a whole image turned over. So the service asks it about
 the image: when most of an image's lines are upside down, all of them are read turned,
-otherwise none is (:func:`page_upside_down`; benchmarks/RESULTS.md, round 4).
+otherwise none is (:func:`page_upside_down`; benchmarks/RESULTS.md, round 5).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class OcrConfig:
     unclip_ratio: float = 1.6
     #: Lines recognised with a lower confidence are dropped. Above PaddleOCR's 0.5: on
     #: ../shared/devdata the lines between 0.5 and 0.7 were mostly misread texture in
-    #: photos and web images, rarely real text on documents (benchmarks/RESULTS.md, round 4).
+    #: photos and web images, rarely real text on documents (benchmarks/RESULTS.md, round 5).
     rec_threshold: float = 0.7
     #: Run the 0/180-degree line classifier (CPU backend only).
     use_angle_cls: bool = False

@@ -54,7 +54,7 @@ def pad_width(width: int, step: int = REC_WIDTH_STEP, min_width: int = REC_MIN_W
     on which other lines or requests share its batch. PaddleOCR (and RapidOCR) instead pad
     a line to the widest of a group of six neighbours by aspect ratio, and to at least 320
     columns; on ../shared/devdata a line's own width reads as well against the ground truth
-    (better on receipts) and costs about half the columns (benchmarks/RESULTS.md, round 4).
+    (better on receipts) and costs about half the columns (benchmarks/RESULTS.md, round 5).
     The step lets lines of nearly equal width share a batch; the floor keeps short words
     (one to three characters) from being read with no context at all.
     """
