@@ -24,6 +24,7 @@ from typing import Any, Final
 import attrs
 import yaml
 
+from .document import MAX_DPI, MIN_DPI
 from .errors import OcrInputError
 from .languages import normalise_language, normalise_languages
 from .legacy_config import translate
@@ -216,7 +217,19 @@ class ProcessingConfig:
     #: Largest encoded image accepted, bytes (413 beyond).
     max_image_bytes: int = 20 * 1024 * 1024
     #: Largest decoded image accepted, pixels (checked from the header, before decoding).
+    #: Also bounds each TIFF page and each image embedded in a PDF page.
     max_image_pixels: int = 40_000_000
+    #: Most pages of a PDF or multi-page TIFF read in one request (413 beyond; a client
+    #: chooses pages with the ``pages`` field).
+    max_pages: int = 200
+    #: Resolution PDF pages are rendered at when a request names none (``dpi``).
+    pdf_dpi: int = 200
+    #: Most pixels of one rendered PDF page; a larger page is rendered at the lower
+    #: resolution that fits. Bounds the memory of a page like max_image_pixels an image's.
+    max_page_pixels: int = 12_000_000
+    #: Longest one PDF page may take to render; past it that page fails on its own
+    #: (``page_render_timeout``) and the others are read.
+    page_render_timeout_s: float = 20.0
 
 
 @attrs.frozen
@@ -313,6 +326,14 @@ class Config:
             problems.append("server.read_timeout_s must be more than 0")
         if self.processing.max_image_size != 0 and self.processing.max_image_size < 64:
             problems.append("processing.max_image_size must be 0 (no limit) or at least 64")
+        p = self.processing
+        if p.max_pages < 1 or p.max_page_pixels < 100_000 or p.page_render_timeout_s <= 0:
+            problems.append(
+                "processing: max_pages must be at least 1, max_page_pixels at least 100000 "
+                "and page_render_timeout_s more than 0"
+            )
+        if not MIN_DPI <= p.pdf_dpi <= MAX_DPI:
+            problems.append(f"processing.pdf_dpi must be between {MIN_DPI} and {MAX_DPI}")
         if self.ocr.det_max_pixels < 0:
             problems.append("ocr.det_max_pixels must be 0 (no bound) or more")
         if self.ocr.det_limit_type not in ("min", "max"):

@@ -52,7 +52,7 @@ def sniff_format(data: bytes) -> str | None:
         return "TIFF"
     if data.startswith((b"GIF87a", b"GIF89a")):
         return "GIF"
-    if data.startswith(b"%PDF"):
+    if b"%PDF-" in data[:1024]:  # readers (PDFium too) allow bytes before the header
         return "PDF"
     head = data[:512].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
@@ -60,8 +60,9 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
-    """Decode ``data`` into an ``(H, W, 3)`` BGR ``uint8`` array.
+def decode_image(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
+    """Decode ``data`` (its ``frame``-th frame: a page of a multi-page TIFF) into an
+    ``(H, W, 3)`` BGR ``uint8`` array.
 
     Raises :class:`UnsupportedImageFormat` for real images in formats we do not accept,
     :class:`ImageTooLarge` when the header declares more than ``max_pixels`` pixels,
@@ -71,7 +72,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     if not data:
         raise ImageDecodeError("the image is empty (0 bytes)")
     sniffed = sniff_format(data)
-    if sniffed in {"GIF", "PDF", "SVG"}:
+    if sniffed == "PDF":  # ocr.document reads it, page by page
+        raise UnsupportedImageFormat("a PDF is a document, read page by page, not one image")
+    if sniffed in {"GIF", "SVG"}:
         raise UnsupportedImageFormat(
             f"{sniffed} is not supported; send JPEG, PNG, BMP, WebP or TIFF"
         )
@@ -85,6 +88,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         raise ImageDecodeError("the image header is malformed") from exc
 
     with img:
+        if frame:
+            try:
+                img.seek(frame)
+            except Exception as exc:  # EOFError, or a malformed directory on the way
+                raise ImageDecodeError(f"the file has no readable frame {frame + 1}") from exc
         if img.format not in ACCEPTED_FORMATS:
             raise UnsupportedImageFormat(
                 f"{img.format} is not supported; send JPEG, PNG, BMP, WebP or TIFF"

@@ -39,3 +39,36 @@ class ImageTooSmall(OcrInputError):
     """The image has no pixels to read (zero width or height)."""
 
     code = "image_too_small"
+
+
+class InvalidPdf(OcrInputError):
+    """The bytes start like a PDF, but PDFium cannot read the document (or one page of it)."""
+
+    code = "invalid_pdf"
+
+
+class PdfEncrypted(OcrInputError):
+    """The PDF needs a password to open (a user password, or a security handler PDFium
+    does not know). PDFs protected only by an owner password open and are read."""
+
+    code = "pdf_encrypted"
+
+
+class TooManyPages(OcrInputError):
+    """More pages were asked for (or, without ``pages``, the document has more) than
+    ``processing.max_pages``."""
+
+    code = "too_many_pages"
+
+
+class PageOutOfRange(OcrInputError):
+    """``pages`` names a page the document does not have."""
+
+    code = "page_out_of_range"
+
+
+class PageRenderTimeout(OcrInputError):
+    """One page took longer than ``processing.page_render_timeout_s`` to render; that
+    page's error (the others are still read)."""
+
+    code = "page_render_timeout"
