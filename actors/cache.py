@@ -28,8 +28,9 @@ from ocr.config import CacheConfig
 V = TypeVar("V")
 
 
-def cache_key(image: bytes, languages: Iterable[str]) -> str:
-    """A key naming the image *content* and the languages asked for.
+def cache_key(image: bytes, languages: Iterable[str], options: str = "") -> str:
+    """A key naming the image *content*, the languages asked for and ``options`` (how a
+    document is read: ``DocumentOptions.cache_tag``, "" for the defaults).
 
     SHA-256 rather than a cheaper hash: the key is all that stands between one client's
     image and another client's text, so a collision must be infeasible, not just unlikely.
@@ -40,6 +41,8 @@ def cache_key(image: bytes, languages: Iterable[str]) -> str:
     h.update(image)
     h.update(b"\x00languages:")
     h.update(",".join(languages).encode("utf-8"))
+    if options:
+        h.update(b"\x00options:" + options.encode("utf-8"))
     return h.hexdigest()
 
 

@@ -3,11 +3,13 @@ arrays are carried by reference (never compared, never copied)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import numpy as np
 import trio
+
+from ocr.document import DocumentOptions
 
 
 def _array_field() -> Any:
@@ -65,6 +67,9 @@ class Region:
     #: service sent them: clients typed for integers fail on 17.0).
     bbox: tuple[tuple[int, int], ...]
     type: str = "text"
+    #: The page it is on (1-based), in the result of a document (PDF, multi-page TIFF);
+    #: None for an image. ``bbox`` is then in that page's pixels.
+    page: int | None = None
 
 
 @attrs.frozen
@@ -84,6 +89,27 @@ class Timings:
     total_ms: float = 0.0
 
 
+#: How a page was read: rendered (or decoded) and read by OCR, or from its text layer.
+PAGE_SOURCES: Final = ("ocr", "text_layer")
+
+
+@attrs.frozen
+class PageResult:
+    """One page of a document, read (``error`` None) or not (``error`` says why: its own
+    input error; the other pages are still read)."""
+
+    page: int  # 1-based, in the document
+    text: str = ""
+    regions: tuple[Region, ...] = ()
+    lines: tuple[str, ...] = ()
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the page as read, pixels
+    source: str = "ocr"
+    timings: Timings = Timings()
+    #: The resolution the page was rendered at (a PDF page), else None.
+    dpi: float | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False)
+
+
 @attrs.frozen
 class OcrResult:
     #: Every region's text in reading order, joined by single spaces (the original's).
@@ -97,6 +123,11 @@ class OcrResult:
     #: The text line by line, in reading order (a line's regions joined by spaces).
     lines: tuple[str, ...] = ()
     warnings: tuple[Notice, ...] = ()
+    #: A document's pages, in order (empty for an image). ``text``, ``regions``,
+    #: ``lines`` and ``image_size`` above are then the first page read (what a client
+    #: of single images understands); ``languages_detected``, ``warnings`` and
+    #: ``timings`` cover the whole document.
+    pages: tuple[PageResult, ...] = ()
 
 
 @attrs.frozen
@@ -104,6 +135,8 @@ class OcrRequest:
     image: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     languages: tuple[str, ...] = ()
     id: str | None = None
+    #: How a document (PDF, multi-page TIFF) is to be read; nothing for an image.
+    options: DocumentOptions = DocumentOptions()
 
 
 @attrs.frozen
@@ -112,16 +145,35 @@ class Accepted:
 
 
 @attrs.frozen
+class PageStarted:
+    """A document's page is about to be read (``pages``: how many will be, in all)."""
+
+    id: str | None
+    page: int
+    pages: int
+
+
+@attrs.frozen
 class Detected:
     id: str | None
     bboxes: tuple[tuple[tuple[int, int], ...], ...]
+    #: The page the boxes are on, for a document; None for an image.
+    page: int | None = None
 
 
 @attrs.frozen
 class LineRecognised:
     id: str | None
     index: int
-    region: Region
+    region: Region  # region.page: the page, for a document
+
+
+@attrs.frozen
+class PageDone:
+    """A document's page is read (or failed: ``result.error``); pages finish in any order."""
+
+    id: str | None
+    result: PageResult
 
 
 @attrs.frozen
@@ -136,4 +188,4 @@ class Failed:
     error: BaseException
 
 
-Event = Accepted | Detected | LineRecognised | Done | Failed
+Event = Accepted | PageStarted | Detected | LineRecognised | PageDone | Done | Failed

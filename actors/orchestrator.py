@@ -10,11 +10,16 @@ request.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
 
 import attrs
 import numpy as np
+import outcome
 import trio
 
 from npu.backend import CLASSIFIER, DETECTION, ModelSpec, recognition_id
@@ -30,6 +35,14 @@ from ocr.detection import (
     to_nchw_normalised,
     to_nhwc_rgb_uint8,
 )
+from ocr.document import (
+    Document,
+    DocumentLimits,
+    TextLayer,
+    document_kind,
+    open_document,
+)
+from ocr.errors import OcrInputError
 from ocr.geometry import DetTransform
 from ocr.order import line_texts, reading_order
 from ocr.recognition import join_pieces, pad_width, resize_for_rec, split_wide_crop
@@ -51,6 +64,9 @@ from .messages import (
     Notice,
     OcrRequest,
     OcrResult,
+    PageDone,
+    PageResult,
+    PageStarted,
     RecResult,
     RecSubmission,
     Region,
@@ -72,12 +88,14 @@ class PipelineSettings:
     rec_threshold: float
     use_cls: bool
     max_regions: int
+    #: PDF and multi-page TIFF input (``processing``).
+    documents: DocumentLimits
     #: Fixed-input detectors only: when to cut a tall or wide image into tiles.
     tiling: TilingParams = TilingParams()
 
     @classmethod
     def from_config(cls, config: Config) -> PipelineSettings:
-        o = config.ocr
+        o, p = config.ocr, config.processing
         return cls(
             max_pixels=config.processing.max_image_pixels,
             max_side=config.processing.max_image_size,
@@ -93,6 +111,10 @@ class PipelineSettings:
             use_cls=o.use_angle_cls,
             max_regions=o.max_regions,
             tiling=config.tiling,
+            documents=DocumentLimits(
+                max_pages=p.max_pages, dpi=p.pdf_dpi, max_page_pixels=p.max_page_pixels,
+                max_image_pixels=p.max_image_pixels, render_timeout_s=p.page_render_timeout_s,
+            ),
         )
 
 
@@ -184,16 +206,40 @@ def _rec_inputs(
     return pieces, owners, None
 
 
+def _loaded(img: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image to read (within ``max_side``) and the image's own (width, height)."""
+    height, width = img.shape[:2]
+    return limit_dimension(img, max_side), (width, height)
+
+
 def _decode(data: bytes, s: PipelineSettings) -> tuple[np.ndarray, tuple[int, int]]:
     """The image to read (within ``max_side``) and the image's own (width, height)."""
-    img = decode_image(data, max_pixels=s.max_pixels)
-    height, width = img.shape[:2]
-    return limit_dimension(img, s.max_side), (width, height)
+    return _loaded(decode_image(data, max_pixels=s.max_pixels), s.max_side)
 
 
 def _bbox(quad: np.ndarray) -> tuple[tuple[int, int], ...]:
     # tolist: Python floats in one call (runs on the Trio thread, for every region).
     return tuple((round(x), round(y)) for x, y in quad.tolist())
+
+
+def _assemble(
+    texts: Sequence[tuple[str, float] | None], quads: Sequence[np.ndarray] | np.ndarray,
+    threshold: float, page: int | None,
+) -> tuple[tuple[Region, ...], tuple[str, ...]]:
+    """The regions worth keeping (text, confidence at or above ``threshold``) in reading
+    order, and the text line by line (:mod:`ocr.order`)."""
+    kept = [
+        i for i, t in enumerate(texts)
+        if t is not None and t[0].strip() and t[1] >= threshold
+    ]
+    regions = [
+        Region(texts[i][0], round(texts[i][1], 4), _bbox(quads[i]), page=page)  # type: ignore[index]
+        for i in kept
+    ]
+    order = reading_order([quads[i] for i in kept])
+    ordered = tuple(regions[i] for line in order for i in line)
+    lines = tuple(line_texts([r.text for r in regions], order))
+    return ordered, lines
 
 
 def detect_languages(language: str, texts: Sequence[str]) -> tuple[str, ...]:
@@ -212,6 +258,31 @@ async def _emit(events: trio.MemorySendChannel | None, event: object) -> None:
     """Send a progress event to whoever listens; a REST request has no listener."""
     if events is not None:
         await events.send(event)
+
+
+T = TypeVar("T")
+
+
+async def _run_stoppable(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args, stop)`` in a worker thread, where ``stop()`` turns true as soon as
+    this task is cancelled, so that ``fn`` can give up early instead of holding the
+    cancellation (and, for PDFium, the lock) until it is done: a worker thread cannot be
+    interrupted, only asked. ``fn``'s own errors come out as themselves."""
+    stop = threading.Event()
+
+    async def set_stop_when_cancelled() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(set_stop_when_cancelled)
+        result = await outcome.acapture(trio.to_thread.run_sync, fn, *args, stop.is_set)
+        nursery.cancel_scope.cancel()
+    # Past the nursery, this task was not cancelled (that would have been raised): an
+    # early return of fn's (RenderCancelled) cannot be what comes out.
+    return result.unwrap()
 
 
 class Orchestrator:
@@ -237,25 +308,92 @@ class Orchestrator:
         # float detection input (tens of MB for a receipt). Only this many at once: enough
         # to keep the device fed (some running, some ready, some decoding), and peak memory
         # no longer grows with the requests in flight (benchmarks/RESULTS.md, peak RSS).
+        # A document's pages take these slots like images, one each.
         self._image_stage = trio.CapacityLimiter(max(4, 2 * det_slots))
         # Of those, only as many as the device runs at once hold a float detection input
         # (12 bytes a pixel: 26 MB at 2.2 Mpx); the others wait as decoded images. The
         # input is made in a few ms, so nothing is prepared ahead; the previous image's
         # boxes are found while the device runs the next (benchmarks/RESULTS.md, row 12).
         self._det_stage = trio.CapacityLimiter(max(1, det_slots))
+        # PDFium runs one call at a time in the whole process (ocr/document.py): requests
+        # wait for it here, cancellably, rather than in worker threads on its lock.
+        self._pdfium = trio.CapacityLimiter(1)
+        # Pages of one document read at once: as many as may be between decode and the
+        # end of detection, so that one page is detected while others are recognised
+        # (their crops share batches), and a long document never queues more than this
+        # ahead of the requests that arrive after it.
+        self._pages_in_flight = int(self._image_stage.total_tokens)
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def _document_call(self, doc: Document, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` (a method of ``doc``) in a worker thread, behind the PDFium
+        limiter when the document is a PDF."""
+        if not doc.uses_pdfium:
+            return await trio.to_thread.run_sync(fn, *args)
+        async with self._pdfium:
+            return await trio.to_thread.run_sync(fn, *args)
+
+    @asynccontextmanager
+    async def open_document(self, request: OcrRequest) -> AsyncIterator[Document | None]:
+        """The PDF or multi-page TIFF ``request`` holds, opened and its pages chosen
+        (``request.options``), closed on the way out; None for an image. Raises the
+        document's input errors (``invalid_pdf``, ``pdf_encrypted``, ``too_many_pages``,
+        ``page_out_of_range``)."""
+        kind = document_kind(request.image)
+        if kind is None:
+            yield None
+            return
+        opener = partial(open_document, request.image, request.options, self._s.documents)
+        if kind == "PDF":
+            async with self._pdfium:
+                doc = await trio.to_thread.run_sync(opener)
+        else:
+            doc = await trio.to_thread.run_sync(opener)
+        if doc is None:
+            yield None
+            return
+        try:
+            yield doc
+        finally:
+            with trio.CancelScope(shield=True):  # PDFium's memory is not the GC's
+                await self._document_call(doc, doc.close)
+
+    # -- requests --------------------------------------------------------------------------
 
     async def run(
         self, request: OcrRequest, language: str, events: trio.MemorySendChannel | None = None,
-        warnings: tuple[Notice, ...] = (),
+        warnings: tuple[Notice, ...] = (), document: Document | None = None,
     ) -> OcrResult:
-        """Read one image in ``language``; ``warnings`` are passed on in the result."""
-        s, models = self._s, self._models
+        """Read one image, or the pages of ``document`` (from :meth:`open_document`), in
+        ``language``; ``warnings`` are passed on in the result."""
         rid = request.id
         t0 = time.perf_counter()
         await _emit(events, Accepted(rid))
+        if document is not None:
+            result = await self._run_document(document, rid, language, events, warnings, t0)
+        else:
+            load = partial(trio.to_thread.run_sync, _decode, request.image, self._s)
+            page = await self._read_image(load, rid, language, events, None, t0)
+            result = OcrResult(
+                text=page.text, regions=page.regions,
+                languages_detected=detect_languages(language, [r.text for r in page.regions]),
+                language=language, timings=page.timings, image_size=page.image_size,
+                lines=page.lines, warnings=warnings,
+            )
+        await _emit(events, Done(rid, result))
+        return result
 
+    async def _read_image(
+        self, load: Callable[[], Awaitable[tuple[np.ndarray, tuple[int, int]]]],
+        rid: str | None, language: str, events: trio.MemorySendChannel | None,
+        page: int | None, t0: float,
+    ) -> PageResult:
+        """Detect and recognise the image ``load()`` gives (an upload decoded, a page
+        rendered): the single-image pipeline, for images and pages alike."""
+        s, models = self._s, self._models
         async with self._image_stage:  # decode_ms includes the wait for a slot
-            img, (width, height) = await trio.to_thread.run_sync(_decode, request.image, s)
+            img, (width, height) = await load()
             t_decoded = time.perf_counter()
             read_height, read_width = img.shape[:2]
 
@@ -287,7 +425,7 @@ class Orchestrator:
             quads = quads * np.array([width / read_width, height / read_height], np.float32)
         t_detected = time.perf_counter()
         if events is not None:  # a REST request has no listener: no boxes to format
-            await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads)))
+            await _emit(events, Detected(rid, tuple(_bbox(q) for q in quads), page))
 
         rec_spec = models.spec(recognition_id(language))
         if s.use_cls and crops and models.has(CLASSIFIER):
@@ -296,35 +434,139 @@ class Orchestrator:
 
         texts: list[tuple[str, float] | None] = [None] * len(crops)
         if pieces:
-            texts = await self._recognise(rid, language, pieces, owners, quads, events, widths)
+            texts = await self._recognise(
+                rid, language, pieces, owners, quads, events, widths, page
+            )
         t_done = time.perf_counter()
 
-        kept = [
-            i for i, t in enumerate(texts)
-            if t is not None and t[0].strip() and t[1] >= s.rec_threshold
-        ]
-        kept_quads = [quads[i] for i in kept]
-        regions = [
-            Region(texts[i][0], round(texts[i][1], 4), _bbox(quads[i]))  # type: ignore[index]
-            for i in kept
-        ]
-        order = reading_order(kept_quads)
-        ordered = [regions[i] for line in order for i in line]
-        lines = line_texts([r.text for r in regions], order)
+        regions, lines = _assemble(texts, quads, s.rec_threshold, page)
         timings = Timings(
             decode_ms=round((t_decoded - t0) * 1000, 2),
             detection_ms=round((t_detected - t_decoded) * 1000, 2),
             recognition_ms=round((t_done - t_detected) * 1000, 2),
             total_ms=round((t_done - t0) * 1000, 2),
         )
-        result = OcrResult(
-            text=" ".join(lines), regions=tuple(ordered),
-            languages_detected=detect_languages(language, [r.text for r in ordered]),
-            language=language, timings=timings, image_size=(width, height),
-            lines=tuple(lines), warnings=warnings,
+        return PageResult(
+            page=page or 1, text=" ".join(lines), regions=regions, lines=lines,
+            image_size=(width, height), source="ocr", timings=timings,
         )
-        await _emit(events, Done(rid, result))
-        return result
+
+    async def _run_document(
+        self, doc: Document, rid: str | None, language: str,
+        events: trio.MemorySendChannel | None, warnings: tuple[Notice, ...], t0: float,
+    ) -> OcrResult:
+        """Read the selected pages, a few at a time (their crops share recognition
+        batches with each other and with every other request), and put them together.
+
+        A page's own input error (damaged, too small, an image in it too large, too slow
+        to render) fails that page only; it is reported in its entry and in
+        ``warnings``. Any other error (the device, the deadline) fails the request, and
+        leaving (an error or a cancelled client) cancels every page still being read."""
+        results: dict[int, PageResult] = {}
+        failure: list[BaseException] = []
+        slots = trio.Semaphore(self._pages_in_flight)
+
+        async def read(number: int, cancel: trio.CancelScope) -> None:
+            try:
+                await _emit(events, PageStarted(rid, number, len(doc.pages)))
+                try:
+                    page = await self._read_page(doc, number, rid, language, events)
+                except OcrInputError as exc:
+                    page = PageResult(page=number, error=exc)
+                results[number] = page
+                await _emit(events, PageDone(rid, page))
+            except Exception as exc:
+                if not failure:
+                    failure.append(exc)
+                cancel.cancel()
+            finally:
+                slots.release()
+
+        async with trio.open_nursery() as nursery:
+            for number in doc.pages:
+                await slots.acquire()
+                if failure:
+                    slots.release()
+                    break
+                nursery.start_soon(read, number, nursery.cancel_scope)
+        if failure:
+            raise failure[0]
+
+        pages = tuple(results[n] for n in doc.pages)
+        read_ok = [p for p in pages if p.error is None]
+        if not read_ok:
+            error = pages[0].error
+            assert error is not None
+            raise error
+        notices = tuple(
+            Notice("page_failed", f"page {p.page} was not read: {p.error}")
+            for p in pages if p.error is not None
+        )
+        first = read_ok[0]
+        t_done = time.perf_counter()
+        timings = Timings(
+            decode_ms=round(sum(p.timings.decode_ms for p in read_ok), 2),
+            detection_ms=round(sum(p.timings.detection_ms for p in read_ok), 2),
+            recognition_ms=round(sum(p.timings.recognition_ms for p in read_ok), 2),
+            total_ms=round((t_done - t0) * 1000, 2),
+        )
+        # The fields a one-image client reads are the first page's (its regions' boxes
+        # are in that page's pixels, as image_size); the languages, warnings and timings
+        # are the whole document's.
+        return OcrResult(
+            text=first.text, regions=first.regions,
+            languages_detected=detect_languages(
+                language, [r.text for p in read_ok for r in p.regions]
+            ),
+            language=language, timings=timings, image_size=first.image_size,
+            lines=first.lines, warnings=warnings + notices, pages=pages,
+        )
+
+    async def _read_page(
+        self, doc: Document, number: int, rid: str | None, language: str,
+        events: trio.MemorySendChannel | None,
+    ) -> PageResult:
+        """One page: from its text layer when the request's ``pdf_text`` lets it (and it
+        has one), else rendered and read like an image."""
+        t0 = time.perf_counter()
+        layer = await self._document_call(doc, doc.text_layer, number)
+        if layer is not None:
+            return await self._text_layer_page(layer, number, rid, events, t0)
+
+        dpi: float | None = None
+
+        async def render() -> tuple[np.ndarray, tuple[int, int]]:
+            nonlocal dpi
+            if doc.uses_pdfium:
+                async with self._pdfium:
+                    rendered = await _run_stoppable(doc.render, number)
+            else:
+                rendered = await _run_stoppable(doc.render, number)
+            dpi = rendered.dpi
+            return await trio.to_thread.run_sync(_loaded, rendered.image, self._s.max_side)
+
+        page = await self._read_image(render, rid, language, events, number, t0)
+        return attrs.evolve(page, dpi=dpi)
+
+    async def _text_layer_page(
+        self, layer: TextLayer, number: int, rid: str | None,
+        events: trio.MemorySendChannel | None, t0: float,
+    ) -> PageResult:
+        """A page read from its text layer: the same events and assembly as OCR, each
+        piece with confidence 1."""
+        quads = np.array([q for _, q in layer.pieces], np.float32).reshape(-1, 4, 2)
+        await _emit(events, Detected(rid, tuple(q for _, q in layer.pieces), number))
+        texts: list[tuple[str, float] | None] = []
+        for i, (text, quad) in enumerate(layer.pieces):
+            texts.append((text, 1.0))
+            await _emit(events, LineRecognised(rid, i, Region(text, 1.0, quad, page=number)))
+        regions, lines = _assemble(texts, quads, 0.0, number)
+        total_ms = round((time.perf_counter() - t0) * 1000, 2)
+        return PageResult(
+            page=number, text=" ".join(lines), regions=regions, lines=lines,
+            image_size=layer.size, source="text_layer",
+            timings=Timings(decode_ms=total_ms, total_ms=total_ms), dpi=layer.dpi,
+        )
 
     async def _detect_tiles(
         self, img: np.ndarray, spec: ModelSpec, plan: TilePlan
@@ -385,7 +627,7 @@ class Orchestrator:
     async def _recognise(
         self, rid: str | None, language: str, pieces: list[np.ndarray], owners: list[int],
         quads: np.ndarray, events: trio.MemorySendChannel | None,
-        widths: tuple[int, ...] | None = None,
+        widths: tuple[int, ...] | None = None, page: int | None = None,
     ) -> list[tuple[str, float] | None]:
         n_regions = len(quads)
         reply_send, reply_recv = trio.open_memory_channel[RecResult](len(pieces))
@@ -417,7 +659,8 @@ class Orchestrator:
                         texts[owner] = (text, conf)
                         keep = text.strip() and conf >= self._s.rec_threshold
                         if keep and events is not None:
-                            region = Region(text, round(conf, 4), _bbox(quads[owner]))
+                            region = Region(text, round(conf, 4), _bbox(quads[owner]),
+                                            page=page)
                             await _emit(events, LineRecognised(rid, owner, region))
         finally:
             if received < len(pieces) and self._withdraw is not None:

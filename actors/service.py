@@ -246,6 +246,26 @@ class OcrService:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
+    @asynccontextmanager
+    async def open_events(
+        self, request: OcrRequest, buffer: int
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+        """``request`` run in the background (:meth:`stream`): its events, ending with
+        ``Done`` or ``Failed``, arrive on the channel yielded (``buffer`` of them may
+        wait). Leaving the block before the last event cancels the request."""
+        events_send, events_recv = trio.open_memory_channel[Event](buffer)
+
+        async def produce() -> None:
+            async with events_send:
+                await self.stream(request, events_send)
+
+        async with trio.open_nursery() as nursery, events_recv:
+            nursery.start_soon(produce)
+            try:
+                yield events_recv
+            finally:
+                nursery.cancel_scope.cancel()
+
     async def extract(
         self, request: OcrRequest, events: trio.MemorySendChannel[Event] | None = None
     ) -> OcrResult:
@@ -256,9 +276,18 @@ class OcrService:
         self._in_flight += 1
         self._admitted += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
+        timeout = self.config.server.request_timeout_s
+        pages = 1
         try:
-            with trio.fail_after(self.config.server.request_timeout_s):
-                result = await self._orchestrator.run(request, language, events, warnings)
+            with trio.fail_after(timeout) as deadline:
+                async with self._orchestrator.open_document(request) as document:
+                    if document is not None:
+                        # A document gets the request deadline for each page it reads.
+                        pages = len(document.pages)
+                        deadline.deadline += timeout * (pages - 1)
+                    result = await self._orchestrator.run(
+                        request, language, events, warnings, document
+                    )
             for observe in self._result_observers:
                 try:
                     observe(result)
@@ -267,8 +296,9 @@ class OcrService:
             return result
         except trio.TooSlowError:
             self._timed_out += 1
+            per_page = f" ({timeout:g} s for each of its {pages} pages)" if pages > 1 else ""
             raise RequestTimeout(
-                f"the request took longer than {self.config.server.request_timeout_s:g} s"
+                f"the request took longer than {timeout * pages:g} s{per_page}"
             ) from None
         except Exception:
             self._failed += 1
