@@ -1,7 +1,8 @@
 """The optional result cache, as the web layer uses it, and ``GET /cache/stats``.
 
 The cache itself (:mod:`actors.cache`) is a plain LRU; this module decides what goes in:
-only successful results, keyed by the image bytes and the languages asked for. Errors are
+only successful results, keyed by the image bytes, the languages asked for and, when they
+are not the defaults, how a document is to be read (``pages``, ``dpi``, ``pdf_text``). Errors are
 never cached, so a transient device fault is not replayed to the next client. A hit skips
 the service entirely (no admission slot, no NPU time), which is the point of the cache.
 """
@@ -30,7 +31,7 @@ async def extract_with_cache(app: Any, service: Any, request: OcrRequest) -> tup
     cache = cache_of(app)
     if cache is None or not cache.enabled:
         return await service.extract(request), False
-    key = cache_key(request.image, request.languages)
+    key = cache_key(request.image, request.languages, request.options.cache_tag())
     hit = cache.get(key)
     if hit is not None:
         metrics = app.extensions.get("metrics")

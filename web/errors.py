@@ -35,6 +35,9 @@ from ocr.errors import (
     ImageTooLarge,
     ImageTooSmall,
     OcrInputError,
+    PageRenderTimeout,
+    PdfEncrypted,
+    TooManyPages,
     UnsupportedImageFormat,
 )
 
@@ -90,8 +93,10 @@ def describe(exc: BaseException) -> ErrorInfo:
     # -- the image --------------------------------------------------------------------
     if isinstance(exc, UnsupportedImageFormat):
         return ErrorInfo(415, "unsupported_media_type", str(exc))
-    if isinstance(exc, ImageTooLarge):
-        return ErrorInfo(413, "image_too_large", str(exc))
+    if isinstance(exc, ImageTooLarge | TooManyPages):
+        return ErrorInfo(413, exc.code, str(exc))
+    if isinstance(exc, PdfEncrypted | PageRenderTimeout):  # readable, but not processable
+        return ErrorInfo(422, exc.code, str(exc))
     if isinstance(exc, ImageDecodeError | ImageTooSmall):
         return ErrorInfo(400, exc.code, str(exc))
     if isinstance(exc, OcrInputError):

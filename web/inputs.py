@@ -10,7 +10,10 @@ Requests are read as the original hailo-ocr read them, and more leniently:
   ``server.file_root``; off by default), a multipart upload, or the raw body (with an
   image Content-Type, or none / a form type when the bytes are an image);
 - a data URI's media type is not trusted (the bytes are sniffed when decoded), its
-  ``;base64`` may be missing, and whitespace or line breaks in the base64 are skipped.
+  ``;base64`` may be missing, and whitespace or line breaks in the base64 are skipped;
+- a PDF or a multi-page TIFF comes the same ways as an image; how it is read (``pages``,
+  ``dpi``, ``pdf_text``) is a field beside ``image`` (JSON, multipart, websocket) or,
+  for a raw body, in the query string, as ``languages`` is.
 
 Everything here checks what can be checked cheaply *before* the image is decoded: sizes,
 base64 syntax, and file paths. Decoding itself (and the format check against the real
@@ -25,8 +28,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +39,14 @@ import trio
 
 from ocr.config import Config
 from ocr.decode import ACCEPTED_MEDIA_TYPES, sniff_format
+from ocr.document import (
+    MAX_DPI,
+    MIN_DPI,
+    PDF_MEDIA_TYPES,
+    PDF_TEXT_MODES,
+    DocumentOptions,
+    PageSelection,
+)
 
 from .errors import ApiError
 
@@ -49,10 +61,15 @@ _B64_ALPHABET: Final = (
 _WHITESPACE: Final = b" \t\n\r\x0b\x0c"
 
 
+#: Media types a client may declare for what it sends: the image formats and PDF.
+_ACCEPTED_TYPES = ACCEPTED_MEDIA_TYPES | PDF_MEDIA_TYPES
+
+
 @attrs.frozen
 class ImageInput:
     data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     languages: tuple[str, ...]
+    options: DocumentOptions = DocumentOptions()
 
 
 def _too_large(size: int, limit: int) -> ApiError:
@@ -71,11 +88,11 @@ def check_media_type(media_type: str, where: str) -> None:
     mt = media_type.split(";", 1)[0].strip().lower()
     if not mt or mt == "application/octet-stream":
         return
-    if mt not in ACCEPTED_MEDIA_TYPES:
+    if mt not in _ACCEPTED_TYPES:
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"{where} declares media type {mt!r}; send JPEG, PNG, BMP, WebP or TIFF",
+            f"{where} declares media type {mt!r}; send JPEG, PNG, BMP, WebP, TIFF or PDF",
         )
 
 
@@ -241,6 +258,38 @@ def parse_languages(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_field", message)
+
+
+def parse_document_options(get: Callable[[str], Any]) -> DocumentOptions:
+    """``pages``, ``dpi`` and ``pdf_text`` of a request, each read with ``get(name)``
+    (a JSON object's or form's field, a query parameter). Checked whatever is sent (a
+    mistake is answered, not ignored), used only when the image is a document."""
+    try:
+        pages = PageSelection.parse(get("pages"))
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+    dpi = None
+    raw = get("dpi")
+    if raw is not None and raw != "":
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not MIN_DPI <= value <= MAX_DPI:  # NaN fails too
+            raise _invalid(f"'dpi' must be a number from {MIN_DPI} to {MAX_DPI}")
+        dpi = round(value)
+    mode = get("pdf_text")
+    if mode is None or mode == "":
+        mode = "auto"
+    if not isinstance(mode, str) or mode.strip().lower() not in PDF_TEXT_MODES:
+        raise _invalid(f"'pdf_text' must be one of {', '.join(PDF_TEXT_MODES)}")
+    return DocumentOptions(pages, dpi, mode.strip().lower())
+
+
 async def parse_json_body(body: bytes) -> Any:
     def load() -> Any:
         try:
@@ -260,8 +309,9 @@ async def image_from_json(body: bytes, config: Config) -> ImageInput:
     if "image" not in doc or doc["image"] in (None, ""):
         raise ApiError(400, "missing_field", "the request needs an 'image' field")
     languages = parse_languages(doc.get("languages"))
+    options = parse_document_options(doc.get)
     data = await image_from_string(doc["image"], config)
-    return ImageInput(data, languages)
+    return ImageInput(data, languages, options)
 
 
 def _is_json_object(body: bytes) -> bool:
@@ -283,16 +333,22 @@ async def image_from_request(request: Any, config: Config) -> ImageInput:
         return await image_from_json(body, config)
     if not body:
         raise ApiError(400, "missing_field", "the request body is empty")
-    declared_image = mimetype.startswith("image/") or mimetype == "application/octet-stream"
+    declared_image = (
+        mimetype.startswith("image/") or mimetype == "application/octet-stream"
+        or mimetype in PDF_MEDIA_TYPES
+    )
     if declared_image or sniff_format(body) is not None:
         if len(body) > max_bytes:
             raise _too_large(len(body), max_bytes)
-        return ImageInput(body, parse_languages(request.args.getlist("languages") or None))
+        return ImageInput(
+            body, parse_languages(request.args.getlist("languages") or None),
+            parse_document_options(request.args.get),
+        )
     raise ApiError(
         415,
         "unsupported_media_type",
         f"the body ({repr(mimetype) if mimetype else 'no Content-Type'}) is neither a JSON "
-        "object nor an image; "
+        "object nor an image or PDF; "
         "send {\"image\": ...} as JSON, a multipart upload, or the image itself",
     )
 
@@ -302,6 +358,7 @@ async def _image_from_form(request: Any, config: Config) -> ImageInput:
     form = await request.form
     files = await request.files
     languages = parse_languages(form.getlist("languages") or None)
+    options = parse_document_options(form.get)
     upload = files.get("image")
     if upload is not None:
         check_media_type(upload.mimetype or "", "the uploaded file")
@@ -310,7 +367,7 @@ async def _image_from_form(request: Any, config: Config) -> ImageInput:
             raise _too_large(len(data), max_bytes)
         if not data:
             raise ApiError(400, "invalid_image", "the uploaded image is empty")
-        return ImageInput(data, languages)
+        return ImageInput(data, languages, options)
     if form.get("image"):
-        return ImageInput(await image_from_string(form["image"], config), languages)
+        return ImageInput(await image_from_string(form["image"], config), languages, options)
     raise ApiError(400, "missing_field", "the form needs an 'image' file field")

@@ -37,6 +37,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from actors.messages import PAGE_SOURCES
+
 PREFIX = "hailo_ocr"
 
 #: Request latency buckets (seconds): OCR requests take tens of milliseconds on an NPU and
@@ -248,8 +250,13 @@ class Metrics:
             ["source"], registry=r,
         )
         self.regions = Histogram(
-            f"{PREFIX}_regions_per_image", "Text lines returned per image.",
-            buckets=REGION_BUCKETS, registry=r,
+            f"{PREFIX}_regions_per_image", "Text lines returned per image (per page of a "
+            "document).", buckets=REGION_BUCKETS, registry=r,
+        )
+        self.pages = Counter(
+            f"{PREFIX}_document_pages", "Pages of PDF and multi-page TIFF documents read, by "
+            "how: 'ocr', 'text_layer' (the PDF's own text) or 'failed' (that page's own "
+            "error); cache hits are not counted.", ["source"], registry=r,
         )
         # Pre-create the label sets so every series exists (as 0) from the first scrape;
         # a rate() over a series that appears later misses its first increments.
@@ -257,6 +264,8 @@ class Metrics:
             self.stage_latency.labels(stage)
         for source in ("computed", "cache"):
             self.images.labels(source)
+        for source in (*PAGE_SOURCES, "failed"):
+            self.pages.labels(source)
         r.register(ServiceCollector(get_service, get_cache))
 
     # -- observing -----------------------------------------------------------------------
@@ -265,16 +274,24 @@ class Metrics:
         self.http_latency.labels(route).observe(max(0.0, seconds))
 
     def observe_result(self, result: Any, *, cached: bool = False) -> None:
-        """Count one OCR result; its stage timings only when it was really computed."""
+        """Count one OCR result; its stage timings only when it was really computed. A
+        document's pages count as images do for regions and stage times (each page read
+        by OCR once; ``total`` is the whole request's)."""
         self.images.labels("cache" if cached else "computed").inc()
-        self.regions.observe(len(result.regions))
+        read = [p for p in result.pages if p.error is None]
+        for count in ([len(p.regions) for p in read] if result.pages else [len(result.regions)]):
+            self.regions.observe(count)
         if cached:
             return
-        t = result.timings
-        for stage, ms in zip(
-            STAGES, (t.decode_ms, t.detection_ms, t.recognition_ms, t.total_ms), strict=True
-        ):
-            self.stage_latency.labels(stage).observe(max(0.0, ms) / 1000.0)
+        for page in result.pages:
+            self.pages.labels("failed" if page.error is not None else page.source).inc()
+        stages = [p.timings for p in read if p.source == "ocr"] if result.pages else [
+            result.timings]
+        for t in stages:
+            for stage, ms in zip(STAGES[:3], (t.decode_ms, t.detection_ms, t.recognition_ms),
+                                 strict=True):
+                self.stage_latency.labels(stage).observe(max(0.0, ms) / 1000.0)
+        self.stage_latency.labels("total").observe(max(0.0, result.timings.total_ms) / 1000.0)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

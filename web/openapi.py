@@ -44,9 +44,11 @@ _WARNING = {
     "properties": {
         "code": {
             "type": "string",
-            "examples": ["language_fallback"],
+            "examples": ["language_fallback", "page_failed"],
             "description": "language_fallback: no language asked for is loaded; the image "
-            "was read in the default language (ocr.unknown_language: fallback).",
+            "was read in the default language (ocr.unknown_language: fallback). "
+            "page_failed: a page of a document could not be read (its entry in pages "
+            "says why); the other pages were.",
         },
         "message": {"type": "string"},
     },
@@ -71,6 +73,11 @@ _SCHEMAS: dict[str, Any] = {
                     "invalid_data_uri",
                     "invalid_image",
                     "image_too_small",
+                    "invalid_pdf",
+                    "pdf_encrypted",
+                    "page_out_of_range",
+                    "too_many_pages",
+                    "page_render_timeout",
                     "unsupported_url",
                     "invalid_file_url",
                     "not_a_file",
@@ -220,7 +227,35 @@ _SCHEMAS: dict[str, Any] = {
         "description": "A data URI (data:image/png;base64,...; the media type is not "
         "trusted, ;base64 may be missing, whitespace and line breaks are skipped), plain "
         "base64, or file:///path below server.file_root (disabled by default). "
-        "JPEG, PNG, BMP, WebP or TIFF.",
+        "JPEG, PNG, BMP, WebP or TIFF, or a document: a PDF or a multi-page TIFF, read "
+        "page by page (see pages, dpi, pdf_text).",
+    },
+    "Pages": {
+        "description": "Pages of a PDF or multi-page TIFF to read: \"1-3,7\", \"5-\" (to "
+        "the end), a page number, or a list of those; pages count from 1, a range "
+        "running past the end stops there. Default: every page, up to "
+        "processing.max_pages (413 too_many_pages beyond). Ignored for an image.",
+        "oneOf": [
+            {"type": "string", "examples": ["1-3,7"]},
+            {"type": "integer", "minimum": 1},
+            {"type": "array", "items": {"type": ["string", "integer"]}},
+        ],
+    },
+    "Dpi": {
+        "type": "number",
+        "minimum": 36,
+        "maximum": 600,
+        "description": "Resolution PDF pages are rendered at (default processing.pdf_dpi). "
+        "A page larger than processing.max_page_pixels at it is rendered at the "
+        "resolution that fits (its pages entry's dpi says which). Ignored for images.",
+    },
+    "PdfText": {
+        "enum": ["auto", "ocr", "text"],
+        "description": "A PDF page's own text layer: auto (default) reads a page from it "
+        "when it has a usable one (no OCR; source text_layer) and renders and reads the "
+        "page otherwise (a scan: mostly an image with little text over it, or text "
+        "without Unicode meaning); ocr always renders and reads; text only uses the text "
+        "layer (a page without one is empty).",
     },
     "ExtractRequest": {
         "type": "object",
@@ -228,6 +263,9 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "image": {"$ref": "#/components/schemas/ImageString"},
             "languages": {"$ref": "#/components/schemas/Languages"},
+            "pages": {"$ref": "#/components/schemas/Pages"},
+            "dpi": {"$ref": "#/components/schemas/Dpi"},
+            "pdf_text": {"$ref": "#/components/schemas/PdfText"},
         },
     },
     "MultipartRequest": {
@@ -237,9 +275,12 @@ _SCHEMAS: dict[str, Any] = {
             "image": {
                 "type": "string",
                 "format": "binary",
-                "description": "The image file (or a data URI / base64 text field).",
+                "description": "The image or PDF file (or a data URI / base64 text field).",
             },
             "languages": {"type": "string", "description": "e.g. en, or en,zh"},
+            "pages": {"type": "string", "description": "e.g. 1-3,7 (documents)"},
+            "dpi": {"type": "string", "description": "e.g. 200 (PDF)"},
+            "pdf_text": {"enum": ["auto", "ocr", "text"]},
         },
     },
     "Region": {
@@ -250,7 +291,60 @@ _SCHEMAS: dict[str, Any] = {
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "bbox": _BBOX,
             "type": {"const": "text"},
+            "page": {
+                "type": "integer",
+                "description": "A document's region: the page it is on (its bbox is in "
+                "that page's pixels, pages[].image_size). Absent for an image.",
+            },
         },
+    },
+    "Page": {
+        "description": "One page of a document: read (success true) or not (success "
+        "false, with the error and code of that page alone).",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["page", "success", "text", "lines", "regions", "image_size",
+                             "source", "performance"],
+                "properties": {
+                    "page": {"type": "integer", "minimum": 1},
+                    "success": {"const": True},
+                    "text": {"type": "string"},
+                    "lines": {"type": "array", "items": {"type": "string"}},
+                    "regions": {"type": "array",
+                                "items": {"$ref": "#/components/schemas/Region"}},
+                    "statistics": {"type": "object"},
+                    "image_size": {
+                        "type": "object",
+                        "description": "The page as read: rendered at dpi (PDF), or the "
+                        "TIFF frame's own pixels.",
+                        "properties": {"width": {"type": "integer"},
+                                       "height": {"type": "integer"}},
+                    },
+                    "source": {
+                        "enum": ["ocr", "text_layer"],
+                        "description": "ocr: rendered (or decoded) and read; text_layer: "
+                        "the PDF's own text and positions, no OCR (confidence 1).",
+                    },
+                    "dpi": {"type": ["number", "null"],
+                            "description": "The PDF page's rendering resolution; null for "
+                            "a TIFF frame."},
+                    "performance": {"$ref": "#/components/schemas/Performance"},
+                },
+            },
+            {
+                "type": "object",
+                "required": ["page", "success", "error", "code"],
+                "properties": {
+                    "page": {"type": "integer", "minimum": 1},
+                    "success": {"const": False},
+                    "error": {"type": "string"},
+                    "code": {"type": "string", "examples": [
+                        "invalid_pdf", "invalid_image", "image_too_small", "image_too_large",
+                        "page_render_timeout"]},
+                },
+            },
+        ],
     },
     "Performance": {
         "type": "object",
@@ -290,12 +384,13 @@ _SCHEMAS: dict[str, Any] = {
             "text": {
                 "type": "string",
                 "description": "Every region's text in reading order, joined by single "
-                "spaces (as the original service).",
+                "spaces (as the original service). A document: its first page read.",
             },
             "lines": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "The text line by line, in reading order.",
+                "description": "The text line by line, in reading order (a document: "
+                "its first page read).",
             },
             "regions": {"type": "array", "items": {"$ref": "#/components/schemas/Region"}},
             "languages_detected": {
@@ -317,9 +412,19 @@ _SCHEMAS: dict[str, Any] = {
             "performance": {"$ref": "#/components/schemas/Performance"},
             "image_size": {
                 "type": "object",
+                "description": "The image's size; for a document, the first page read.",
                 "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
             },
             "hailo_info": {"$ref": "#/components/schemas/HailoInfo"},
+            "pages": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Page"},
+                "description": "Only for a document (PDF, multi-page TIFF): one entry per "
+                "page asked for, in order. text, lines, regions, statistics and "
+                "image_size above are then the first page read (valid as for one image); "
+                "languages_detected, warnings and performance (stage times summed over "
+                "the pages, total_time_ms the whole request) cover the whole document.",
+            },
         },
     },
     "ExtractResponse": {
@@ -339,11 +444,17 @@ _SCHEMAS: dict[str, Any] = {
             },
             "image": {"$ref": "#/components/schemas/ImageString"},
             "languages": {"$ref": "#/components/schemas/Languages"},
+            "pages": {"$ref": "#/components/schemas/Pages"},
+            "dpi": {"$ref": "#/components/schemas/Dpi"},
+            "pdf_text": {"$ref": "#/components/schemas/PdfText"},
         },
     },
     "StreamEvent": {
         "description": "Server events on /v1/ocr/stream, in order per id: accepted, detected, "
-        "line (one per recognised region, as it is recognised), then done or error.",
+        "line (one per recognised region, as it is recognised), then done or error. For a "
+        "document: accepted, then for each page a page event as it starts, its detected "
+        "and line events (carrying page) and a page_done event (that page's entry of "
+        "pages), several pages at once, interleaved; then done or error.",
         "oneOf": [
             {
                 "type": "object",
@@ -352,10 +463,31 @@ _SCHEMAS: dict[str, Any] = {
             },
             {
                 "type": "object",
+                "required": ["type", "id", "page", "pages"],
+                "properties": {
+                    "type": {"const": "page"},
+                    "id": {},
+                    "page": {"type": "integer", "description": "The page starting."},
+                    "pages": {"type": "integer", "description": "Pages to be read in all."},
+                },
+            },
+            {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Page"},
+                    {
+                        "type": "object",
+                        "required": ["type", "id"],
+                        "properties": {"type": {"const": "page_done"}, "id": {}},
+                    },
+                ]
+            },
+            {
+                "type": "object",
                 "required": ["type", "id", "regions"],
                 "properties": {
                     "type": {"const": "detected"},
                     "id": {},
+                    "page": {"type": "integer", "description": "A document's page."},
                     "regions": {
                         "type": "array",
                         "items": {
@@ -372,6 +504,7 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "type": {"const": "line"},
                     "id": {},
+                    "page": {"type": "integer", "description": "A document's page."},
                     "index": {"type": "integer"},
                     "text": {"type": "string"},
                     "confidence": {"type": "number"},
@@ -420,6 +553,12 @@ def _ok(schema: str, description: str) -> dict[str, Any]:
         "description": description,
         "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
 
 
 _PATHS: dict[str, Any] = {
@@ -557,16 +696,17 @@ _PATHS: dict[str, Any] = {
     },
     "/v1/ocr/extract": {
         "post": {
-            "summary": "Read the text in one image",
+            "summary": "Read the text in one image, or in a PDF or multi-page TIFF page by page",
             "operationId": "extract",
             "parameters": [
-                {
-                    "name": "languages",
-                    "in": "query",
-                    "required": False,
-                    "description": "Only for a raw image body: language code(s), e.g. en or en,zh.",
-                    "schema": {"type": "string"},
-                }
+                _query("languages", "Only for a raw image body: language code(s), e.g. en or "
+                       "en,zh.", {"type": "string"}),
+                _query("pages", "Only for a raw body: pages of a PDF or TIFF, e.g. 1-3,7.",
+                       {"type": "string"}),
+                _query("dpi", "Only for a raw body: PDF rendering resolution.",
+                       {"$ref": "#/components/schemas/Dpi"}),
+                _query("pdf_text", "Only for a raw body: auto, ocr or text.",
+                       {"$ref": "#/components/schemas/PdfText"}),
             ],
             "requestBody": {
                 "required": True,
@@ -581,13 +721,20 @@ _PATHS: dict[str, Any] = {
                         "schema": {"type": "string", "format": "binary"},
                         "description": "A raw image body (languages in the query).",
                     },
+                    "application/pdf": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "description": "A raw PDF body (languages, pages, dpi, pdf_text in "
+                        "the query).",
+                    },
                 },
             },
             "responses": {
                 "200": _ok("ExtractResponse", "The text, its regions and timings."),
                 "400": _error(
-                    "Bad JSON, bad base64, not an image, missing or invalid field, "
-                    "bad file:// URL, or a file:// path that is not a file."
+                    "Bad JSON, bad base64, not an image, missing or invalid field (pages, "
+                    "dpi, pdf_text included), bad file:// URL, a file:// path that is not a "
+                    "file, a damaged PDF (invalid_pdf), a page the document does not have "
+                    "(page_out_of_range)."
                 ),
                 "401": _UNAUTHORIZED,
                 "403": _error(
@@ -602,17 +749,21 @@ _PATHS: dict[str, Any] = {
                 "413": _error(
                     "Body over server.max_body_bytes (payload_too_large), image over "
                     "processing.max_image_bytes bytes or processing.max_image_pixels "
-                    "pixels (image_too_large). An image over processing.max_image_size "
-                    "pixels a side is not refused: it is read scaled down."
+                    "pixels (image_too_large; also a TIFF page or an image in a PDF page, "
+                    "when no page could be read), more pages than processing.max_pages "
+                    "(too_many_pages). An image over processing.max_image_size pixels a "
+                    "side is not refused: it is read scaled down."
                 ),
                 "415": _error(
-                    "Unsupported media type: a GIF/PDF/SVG, a wrong Content-Type, "
-                    "or a data URI that is not an image."
+                    "Unsupported media type: a GIF/SVG, a wrong Content-Type, "
+                    "or a data URI that is not an image or PDF."
                 ),
                 "422": _error(
                     "Unsupported language, only with ocr.unknown_language: reject (else "
                     "the default language is used with a warning); the message names the "
-                    "supported ones."
+                    "supported ones. An encrypted PDF (pdf_encrypted: it needs a password; "
+                    "one protected by an owner password only is read), or a page too slow "
+                    "to render (page_render_timeout) when it was the only page."
                 ),
                 "429": _error("Too many requests in flight.", retry_after=True),
                 "500": _error("A bug; details are in the server log only."),

@@ -26,12 +26,12 @@ from typing import Any, Final
 import trio
 from quart import Blueprint, current_app, websocket
 
-from actors.messages import Event, OcrRequest
+from actors.messages import OcrRequest
 from actors.service import OcrService
 
 from .app import AppState, get_state
 from .errors import ApiError
-from .inputs import image_from_string, parse_languages
+from .inputs import image_from_string, parse_document_options, parse_languages
 from .responses import error_event, event_json
 
 bp = Blueprint("stream", __name__)
@@ -80,42 +80,36 @@ async def _writer(
 
 
 async def _run_image(
-    state: AppState, service: OcrService, client_id: Any, image: Any, languages: Any,
+    state: AppState, service: OcrService, client_id: Any, message: dict[str, Any],
     outbox: trio.MemorySendChannel[dict[str, Any]], work: _SocketWork,
 ) -> None:
     """Run one image, forwarding its events as they happen."""
     async with outbox:
         try:
-            await _forward_image(state, service, client_id, image, languages, outbox)
+            await _forward_image(state, service, client_id, message, outbox)
         finally:
             work.discard(client_id)
 
 
 async def _forward_image(
-    state: AppState, service: OcrService, client_id: Any, image: Any, languages: Any,
+    state: AppState, service: OcrService, client_id: Any, message: dict[str, Any],
     outbox: trio.MemorySendChannel[dict[str, Any]],
 ) -> None:
     try:
-        langs = parse_languages(languages)
-        data = await image_from_string(image, state.config)
+        langs = parse_languages(message.get("languages"))
+        options = parse_document_options(message.get)
+        data = await image_from_string(message["image"], state.config)
     except ApiError as exc:
         await outbox.send(error_event(client_id, exc))
         return
-    request = OcrRequest(data, langs, id=str(client_id))
-    events_send, events_recv = trio.open_memory_channel[Event](_EVENTS_PER_IMAGE)
-
-    async def produce() -> None:
-        async with events_send:
-            await service.stream(request, events_send)
-
-    async with trio.open_nursery() as nursery, events_recv:
-        nursery.start_soon(produce)
-        async for event in events_recv:
+    request = OcrRequest(data, langs, id=str(client_id), options=options)
+    async with service.open_events(request, _EVENTS_PER_IMAGE) as events:
+        async for event in events:
             await outbox.send(event_json(event, client_id, service.info))
 
 
-def _parse_message(raw: str | bytes) -> tuple[Any, Any, Any]:
-    """(id, image, languages) of a client message, or ApiError naming what is wrong."""
+def _parse_message(raw: str | bytes) -> tuple[Any, dict[str, Any]]:
+    """(id, the message) of a client message, or ApiError naming what is wrong."""
     if isinstance(raw, bytes):
         raise ApiError(400, "invalid_message", "send JSON text frames, not binary frames")
     try:
@@ -131,7 +125,7 @@ def _parse_message(raw: str | bytes) -> tuple[Any, Any, Any]:
         raise ApiError(400, "invalid_field", "'id' must be a string or an integer")
     if doc.get("image") in (None, ""):
         raise _WithId(client_id, ApiError(400, "missing_field", "the message needs an 'image'"))
-    return client_id, doc["image"], doc.get("languages")
+    return client_id, doc
 
 
 class _WithId(Exception):
@@ -192,7 +186,7 @@ async def _read_messages(
                 "the message is larger than the configured body limit", 413))
             continue
         try:
-            client_id, image, languages = _parse_message(raw)
+            client_id, message = _parse_message(raw)
         except ApiError as exc:
             await outbox.send(error_event(None, exc))
             continue
@@ -217,7 +211,7 @@ async def _read_messages(
             continue
         work.add(client_id)
         images.start_soon(
-            _run_image, state, service, client_id, image, languages, outbox.clone(), work,
+            _run_image, state, service, client_id, message, outbox.clone(), work,
         )
 
 
