@@ -91,17 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "extract",
-        help="read the text in image files (no server needed)",
+        help="read the text in image and PDF files (no server needed)",
         description=(
-            "Run the OCR pipeline in this process on each IMAGE and print its text, or with "
-            "--json the same JSON body POST /v1/ocr/extract answers. Exit status 1 if any "
-            "image failed."
+            "Run the OCR pipeline in this process on each IMAGE and print its text (a PDF "
+            "or multi-page TIFF page by page, under '--- page N ---', each as soon as it "
+            "is read), or with --json the same JSON body POST /v1/ocr/extract answers. "
+            "Exit status 1 if any file or page failed."
         ),
     )
     _add_config_flag(p)
     p.add_argument(
-        "images", nargs="+", metavar="IMAGE", help="image file (JPEG, PNG, BMP, WebP, TIFF)"
+        "images", nargs="+", metavar="IMAGE",
+        help="image file (JPEG, PNG, BMP, WebP, TIFF) or PDF",
     )
+    p.add_argument("--pages", help='pages of a PDF or TIFF to read, e.g. "1-3,7" (default: all)')
+    p.add_argument("--dpi", type=int,
+                   help="resolution to render PDF pages at (default: processing.pdf_dpi)")
+    p.add_argument("--pdf-text", choices=("auto", "ocr", "text"), default="auto",
+                   help="a PDF page's own text layer: auto = use it when the page has one, "
+                   "ocr = always render and read, text = only the text layer")
     p.add_argument(
         "--lang", "-l", help="recognition language, e.g. en or zh (default: ocr.default_language)"
     )
@@ -244,10 +252,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _extract_all(
-    config: Config, images: Sequence[str], lang: str | None, as_json: bool
+    config: Config, images: Sequence[str], lang: str | None, as_json: bool,
+    options: Any = None,
 ) -> int:
     from actors.messages import OcrRequest
     from actors.service import open_ocr_service
+    from ocr.document import DocumentOptions
 
     from .errors import describe
     from .responses import extract_json
@@ -258,7 +268,8 @@ async def _extract_all(
         for name in images:
             try:
                 data = await trio.Path(name).read_bytes()
-                result = await service.extract(OcrRequest(data, languages))
+                request = OcrRequest(data, languages, options=options or DocumentOptions())
+                result = await _extract_one(service, request, name, as_json, len(images) > 1)
             except OSError as exc:
                 status = EXIT_FAILED
                 _report_error(name, "file_unreadable", exc.strerror or str(exc), as_json)
@@ -274,14 +285,52 @@ async def _extract_all(
                         {"file": name, **extract_json(result, service.info)}, ensure_ascii=False
                     )
                 )
-            else:
-                if len(images) > 1:
-                    print(f"==> {name} <==")
-                print("\n".join(result.lines))
-                for warning in result.warnings:
-                    print(f"hailo-ocr: {name}: {warning.message} ({warning.code})",
-                          file=sys.stderr)
+            for warning in result.warnings:
+                print(f"hailo-ocr: {name}: {warning.message} ({warning.code})", file=sys.stderr)
+            if any(p.error is not None for p in result.pages):
+                status = EXIT_FAILED
     return status
+
+
+async def _extract_one(service: Any, request: Any, name: str, as_json: bool,
+                       headers: bool) -> Any:
+    """Read one file; in text mode print it as it is read: an image's lines at the end,
+    a document's page by page, in page order, each as soon as it and the pages before
+    it are done."""
+    from actors.messages import Done, Failed, PageDone, PageStarted
+
+    if headers and not as_json:
+        print(f"==> {name} <==", flush=True)
+    order: list[int] = []  # pages in the order they start: document order
+    finished: dict[int, Any] = {}
+    printed = 0
+    outcome: Any = None
+    async with service.open_events(request, 64) as events:
+        async for event in events:
+            if isinstance(event, PageStarted):
+                order.append(event.page)
+            elif isinstance(event, PageDone):
+                finished[event.result.page] = event.result
+                while not as_json and printed < len(order) and order[printed] in finished:
+                    _print_page(finished[order[printed]])
+                    printed += 1
+            elif isinstance(event, Done | Failed):
+                outcome = event
+    if isinstance(outcome, Failed):
+        raise outcome.error
+    assert isinstance(outcome, Done), "a request ended without Done or Failed"
+    if not as_json and not outcome.result.pages:
+        print("\n".join(outcome.result.lines), flush=True)
+    return outcome.result
+
+
+def _print_page(page: Any) -> None:
+    """A document's page under its header (a failed page's error is among the result's
+    warnings, printed to stderr)."""
+    print(f"--- page {page.page} ---")
+    if page.lines:
+        print("\n".join(page.lines))
+    sys.stdout.flush()
 
 
 def _report_error(name: str, code: str, message: str, as_json: bool) -> None:
@@ -291,9 +340,16 @@ def _report_error(name: str, code: str, message: str, as_json: bool) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from ocr.document import DocumentOptions, PageSelection
+
     config = _load(args)
     _setup_logging("warning")
-    return trio.run(partial(_extract_all, config, args.images, args.lang, args.json))
+    try:
+        options = DocumentOptions(PageSelection.parse(args.pages), args.dpi, args.pdf_text)
+    except ValueError as exc:
+        print(f"hailo-ocr extract: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return trio.run(partial(_extract_all, config, args.images, args.lang, args.json, options))
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -239,6 +239,8 @@ class ReadStatistics:
     #: Files the client keeps in flight now, and at most.
     window: int
     max_window: int
+    #: ``page_done`` events received: pages of PDF and multi-page TIFF files read so far.
+    pages: int = 0
 
     @property
     def finished(self) -> int:
@@ -307,7 +309,7 @@ class StreamClient:
         # exactly one) and can happen anywhere, even while a connection is torn down.
         self._results, self.outcomes = trio.open_memory_channel[FileOutcome](max(1, len(files)))
         self._in_flight = 0
-        self._succeeded = self._failed = self._lines = 0
+        self._succeeded = self._failed = self._lines = self._pages = 0
         self._retries = self._resent = self._connections = 0
         self._connected = False
 
@@ -317,6 +319,7 @@ class StreamClient:
             in_flight=self._in_flight, lines=self._lines, retries=self._retries,
             resent=self._resent, reconnects=max(0, self._connections - 1),
             connected=self._connected, window=self._window, max_window=self._max_window,
+            pages=self._pages,
         )
 
     async def run(self) -> None:
@@ -470,6 +473,8 @@ class StreamClient:
             return
         if kind == "line":
             self._lines += 1
+        elif kind == "page_done":
+            self._pages += 1
         elif kind == "done":
             self._take(conn, job)
             self._grow_window()

@@ -1,8 +1,9 @@
 """The progress line and the closing summary of ``hailo-ocr read``.
 
 On a terminal one status line is redrawn in place (carriage return, erase to the end of
-the line): files done of the total, a bar, lines read per second, the time left, errors so
-far, and retries or reconnections when there were any. Anything else written to the same
+the line): files done of the total, a bar, lines read per second (and pages per second
+once a PDF or multi-page TIFF is among the files), the time left, errors so far, and
+retries or reconnections when there were any. Anything else written to the same
 terminal first clears the line (:meth:`Progress.clear`), so results printed to the
 terminal never run into it. Where the output is not a terminal (a pipe, a file, a log)
 nothing is drawn at all: a redrawn line is noise there. No progress-bar library: the
@@ -43,12 +44,15 @@ def format_duration(seconds: float) -> str:
 
 
 def render(
-    state: ReadStatistics, *, lines_per_s: float | None, eta_s: float | None, width: int
+    state: ReadStatistics, *, lines_per_s: float | None, eta_s: float | None, width: int,
+    pages_per_s: float | None = None,
 ) -> str:
     """The status line, at most ``width`` characters (the bar shrinks, then goes)."""
     done = f"{state.finished}/{state.files} files"
-    parts = [f"{lines_per_s:.1f} lines/s" if lines_per_s is not None else "-- lines/s",
-             f"ETA {format_duration(eta_s)}" if eta_s is not None else "ETA --"]
+    parts = [f"{lines_per_s:.1f} lines/s" if lines_per_s is not None else "-- lines/s"]
+    if state.pages:
+        parts.append(f"{pages_per_s:.2f} pages/s" if pages_per_s is not None else "-- pages/s")
+    parts.append(f"ETA {format_duration(eta_s)}" if eta_s is not None else "ETA --")
     parts.append(f"{state.failed} error{'s' if state.failed != 1 else ''}")
     if state.retries:
         parts.append(f"{state.retries} retried")
@@ -76,7 +80,7 @@ class Progress:
         self.enabled = enabled
         self._clock = clock
         self._started = clock()
-        self._samples: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._samples: collections.deque[tuple[float, int, int, int]] = collections.deque()
         self._state: ReadStatistics | None = None
         self._shown = False
         self._last_draw = -float("inf")
@@ -85,7 +89,7 @@ class Progress:
         """Record ``state``; redraw if enough time has passed since the last redraw."""
         now = self._clock()
         self._state = state
-        self._samples.append((now, state.lines, state.finished))
+        self._samples.append((now, state.lines, state.finished, state.pages))
         while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW_S:
             self._samples.popleft()
         if now - self._last_draw >= REDRAW_INTERVAL_S:
@@ -95,13 +99,20 @@ class Progress:
         """(lines per second, seconds left) over the recent window; None until known."""
         if len(self._samples) < 2 or self._state is None:
             return None, None
-        (t0, lines0, files0), (t1, lines1, files1) = self._samples[0], self._samples[-1]
+        (t0, lines0, files0, _), (t1, lines1, files1, _) = self._samples[0], self._samples[-1]
         span = t1 - t0
         if span <= 0:
             return None, None
         files_per_s = (files1 - files0) / span
         eta = (self._state.files - files1) / files_per_s if files_per_s > 0 else None
         return (lines1 - lines0) / span, eta
+
+    def pages_per_s(self) -> float | None:
+        """Document pages read per second over the recent window; None until known."""
+        if len(self._samples) < 2:
+            return None
+        (t0, _, _, pages0), (t1, _, _, pages1) = self._samples[0], self._samples[-1]
+        return (pages1 - pages0) / (t1 - t0) if t1 > t0 else None
 
     def draw(self) -> None:
         if not self.enabled or self._state is None:
@@ -110,7 +121,8 @@ class Progress:
         lines_per_s, eta = self.rates()
         # Two columns spare: the terminal echoes ^C there, and it must not wrap the line.
         width = shutil.get_terminal_size((80, 24)).columns - 3
-        text = render(self._state, lines_per_s=lines_per_s, eta_s=eta, width=width)
+        text = render(self._state, lines_per_s=lines_per_s, eta_s=eta, width=width,
+                      pages_per_s=self.pages_per_s())
         self._stream.write(_ERASE_LINE + text)
         self._stream.flush()
         self._shown = True
@@ -129,13 +141,16 @@ class Progress:
 def summary(
     *, total: int, succeeded: int, failures: Sequence[tuple[str, str, str]], lines: int,
     elapsed_s: float, skipped: int = 0, retries: int = 0, resent: int = 0, reconnects: int = 0,
-    interrupted: bool = False,
+    interrupted: bool = False, pages: int = 0,
 ) -> list[str]:
     """The closing report: counts, rates and time, then failures by error code
     (``failures`` is (file, code, message); :func:`failure_lines` lists them)."""
     finished = succeeded + len(failures)
     rate = f"{finished / elapsed_s:.2f} files/s, " if elapsed_s > 0 else ""
     lines_rate = f"{lines / elapsed_s:.1f} lines/s" if elapsed_s > 0 else f"{lines} lines"
+    if pages:
+        lines_rate += (f", {pages} document pages ({pages / elapsed_s:.2f} pages/s)"
+                       if elapsed_s > 0 else f", {pages} document pages")
     took = f"{elapsed_s:.1f} s" + (f" ({format_duration(elapsed_s)})" if elapsed_s >= 60 else "")
     out = [f"{'interrupted: ' if interrupted else ''}{finished} of {total} files in "
            f"{took}: {succeeded} read, "

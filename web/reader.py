@@ -43,8 +43,9 @@ from .client import (
 from .progress import REDRAW_INTERVAL_S, Progress, failure_lines, summary
 
 #: File name endings a folder is searched for (any case): the formats the service reads.
-#: One set to extend when the service accepts another format (e.g. ".pdf").
-READ_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+READ_SUFFIXES: Final = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pdf"}
+)
 #: Where ``serve`` listens by default.
 DEFAULT_URL: Final = "http://127.0.0.1:11436"
 #: The environment variable holding the bearer token (the one ``serve`` reads too).
@@ -77,7 +78,7 @@ def add_parser(sub: Any) -> None:
         "read",
         help="read files and folders through a running service (progress, resumable)",
         description=(
-            "Send image files, and the images in folders (searched recursively: "
+            "Send image and PDF files, and those in folders (searched recursively: "
             + ", ".join(sorted(READ_SUFFIXES)) + "), to a running hailo-ocr service over "
             "its websocket, several at a time, and write one JSON line per file as it "
             "finishes: the body POST /v1/ocr/extract answers, with \"file\" in front. A "
@@ -87,7 +88,7 @@ def add_parser(sub: Any) -> None:
             "status 1 if any file failed (each is listed), 130 if interrupted."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="image files and folders")
+    p.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="image and PDF files, and folders")
     p.add_argument("--url", default=DEFAULT_URL,
                    help=f"the service (or its load balancer), default {DEFAULT_URL}")
     p.add_argument("--out", "-o", type=Path, metavar="FILE",
@@ -348,6 +349,7 @@ def _print_report(report: ReadReport, opts: ReadOptions, skipped: int) -> None:
         total=report.files, succeeded=stats.succeeded, failures=report.failures,
         lines=stats.lines, elapsed_s=report.elapsed_s, skipped=skipped, retries=stats.retries,
         resent=stats.resent, reconnects=stats.reconnects, interrupted=report.interrupted,
+        pages=stats.pages,
     )
     for line in lines + failure_lines(report.failures):
         print(f"hailo-ocr read: {line}", file=sys.stderr)
