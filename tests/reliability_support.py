@@ -209,8 +209,8 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
              "invalid_image"),
         Case("base64 of an SVG", json_body({"image": b64(SVG)}), JSON, 415,
              "unsupported_media_type"),
-        Case("base64 of a PDF", json_body({"image": b64(PDF)}), JSON, 415,
-             "unsupported_media_type"),
+        Case("base64 of a damaged PDF", json_body({"image": b64(PDF)}), JSON, 400,
+             "invalid_pdf"),
         Case("truncated JPEG", json_body({"image": b64(jpg[: len(jpg) // 2])}), JSON, 400,
              "invalid_image"),
         Case("JPEG header only", json_body({"image": b64(jpg[:40])}), JSON, 400,
@@ -226,8 +226,8 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
         Case("1x1 image", json_body({"image": b64(tiny)}), JSON, 400, "image_too_small"),
         Case("GIF", json_body({"image": b64(gif_bytes())}), JSON, 415,
              "unsupported_media_type"),
-        Case("data URI: PDF declared as PNG", json_body({"image": data_uri(PDF, "image/png")}),
-             JSON, 415, "unsupported_media_type"),
+        Case("data URI: damaged PDF declared as PNG (the bytes decide)",
+             json_body({"image": data_uri(PDF, "image/png")}), JSON, 400, "invalid_pdf"),
         Case("data URI: text declared as JPEG", json_body({"image": data_uri(TEXT,
              "image/jpeg")}), JSON, 400, "invalid_image"),
         Case("data URI: PNG declared as GIF (accepted: the bytes decide)",
@@ -295,6 +295,7 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
         Case("path traversal in static", b"", {}, 404, "not_found", method="GET",
              path="/static/..%2f..%2fweb%2fapp.py"),
     ]
+    cases += document_cases()
     body, headers = multipart([("languages", None, None, b"en")])
     cases.append(Case("multipart without the file", body, headers, 400, "missing_field"))
     body, headers = multipart([("picture", "a.png", "image/png", png)])
@@ -311,6 +312,65 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
     cases.append(Case("multipart, truncated", body[: len(body) // 2], headers, 400,
                       "missing_field"))
     return cases
+
+
+def document_cases() -> list[Case]:
+    """PDFs and multi-page TIFFs, bad and hostile (issue 17), made at run time."""
+    import pdfgen
+
+    hello = pdfgen.make_pdf([pdfgen.text_page(["HELLO"], 24)])
+    two = pdfgen.make_pdf([pdfgen.text_page(["HELLO"], 24), pdfgen.text_page(["WORLD"], 24)])
+    blank = pdfgen.PageSpec()
+    many = pdfgen.make_pdf([blank] * 201)  # processing.max_pages is 200
+    locked = pdfgen.make_pdf([pdfgen.text_page(["HELLO"], 24)], user_password="secret")
+    owner_only = pdfgen.make_pdf([pdfgen.text_page(["HELLO"], 24)], user_password="")
+    broken = pdfgen.make_pdf([pdfgen.PageSpec(broken=True)])
+    tiny = pdfgen.make_pdf([pdfgen.PageSpec(width=0.5, height=0.5)])
+    frames = pdfgen.multipage_tiff([
+        cv2.imdecode(np.frombuffer(words_image([w]), np.uint8), cv2.IMREAD_COLOR)
+        for w in ("HELLO", "WORLD")
+    ])
+    cut = two[: len(two) // 3]
+    pdf_type = {"Content-Type": "application/pdf"}
+
+    def doc(data: bytes, **fields: object) -> bytes:
+        return json_body({"image": b64(data), **fields})
+
+    return [
+        Case("PDF with a text layer (accepted)", doc(hello), JSON, 200, None),
+        Case("raw PDF body (accepted)", hello, pdf_type, 200, None),
+        Case("raw PDF body, pages in the query (accepted)", two, pdf_type, 200, None,
+             path=EXTRACT + "?pages=2&pdf_text=ocr&dpi=150"),
+        Case("PDF, owner password only (accepted: it opens)", doc(owner_only), JSON, 200, None),
+        Case("multi-page TIFF (accepted)", doc(frames), JSON, 200, None),
+        Case("PDF needing a password", doc(locked), JSON, 422, "pdf_encrypted"),
+        Case("raw PDF needing a password", locked, pdf_type, 422, "pdf_encrypted"),
+        Case("PDF cut short", doc(cut), JSON, 400, "invalid_pdf"),
+        Case("PDF header then random bytes", doc(b"%PDF-1.7\n" + random.Random(3).randbytes(
+             2000)), JSON, 400, "invalid_pdf"),
+        Case("PDF whose only page is not a page", doc(broken), JSON, 400, "invalid_pdf"),
+        Case("PDF page of half a point", doc(tiny), JSON, 400, "image_too_small"),
+        Case("PDF of 201 pages", doc(many), JSON, 413, "too_many_pages"),
+        Case("PDF of 201 pages, 10 asked for (accepted)", doc(many, pages="1-10"), JSON, 200,
+             None),
+        Case("pages past the end", doc(two, pages="3"), JSON, 400, "page_out_of_range"),
+        Case("pages backwards", doc(two, pages="2-1"), JSON, 400, "invalid_field"),
+        Case("pages zero", doc(two, pages="0"), JSON, 400, "invalid_field"),
+        Case("pages garbage", doc(two, pages="one-two"), JSON, 400, "invalid_field"),
+        Case("pages an object", doc(two, pages={"from": 1}), JSON, 400, "invalid_field"),
+        Case("pages true", doc(two, pages=True), JSON, 400, "invalid_field"),
+        Case("dpi 5", doc(two, dpi=5), JSON, 400, "invalid_field"),
+        Case("dpi 100000", doc(two, dpi=100000), JSON, 400, "invalid_field"),
+        Case("dpi a word", doc(two, dpi="high"), JSON, 400, "invalid_field"),
+        Case("dpi NaN", b'{"image": "%s", "dpi": NaN}' % b64(two).encode(), JSON, 400,
+             "invalid_field"),
+        Case("pdf_text unknown", doc(two, pdf_text="maybe"), JSON, 400, "invalid_field"),
+        Case("pdf_text a number", doc(two, pdf_text=1), JSON, 400, "invalid_field"),
+        Case("raw PDF, bad pages in the query", two, pdf_type, 400, "invalid_field",
+             path=EXTRACT + "?pages=x"),
+        Case("PDF declared, PNG sent (accepted: the bytes decide)", words_image(["HELLO"]),
+             pdf_type, 200, None),
+    ]
 
 
 # -- fuzzing -----------------------------------------------------------------------------
@@ -430,7 +490,23 @@ def seed_images() -> list[bytes]:
     buf = io.BytesIO()
     Image.fromarray(img[..., ::-1]).save(buf, "JPEG", progressive=True)
     out.append(buf.getvalue())
-    return out
+    return out + seed_documents(img)
+
+
+def seed_documents(img: np.ndarray) -> list[bytes]:
+    """Small real documents (the fuzz seeds of issue 17): a PDF with a text layer, one
+    scanned-style page, both kinds in one file, an owner-password PDF, a 2-page TIFF."""
+    import pdfgen
+
+    text = pdfgen.text_page(["HELLO", "FUZZ"], 18, page=(200.0, 120.0))
+    scan = pdfgen.scanned_page(img, 150)
+    return [
+        pdfgen.make_pdf([text]),
+        pdfgen.make_pdf([scan]),
+        pdfgen.make_pdf([text, pdfgen.scanned_page(img, 150, jpeg=False)]),
+        pdfgen.make_pdf([text], user_password=""),
+        pdfgen.multipage_tiff([img, img]),
+    ]
 
 
 def fuzz_request(rng: random.Random, images: list[bytes]) -> tuple[str, bytes, dict[str, str]]:

@@ -199,8 +199,9 @@ async def test_websocket_binary_and_non_json_frames_over_a_real_socket(config):
                 ("{\"id\": 1, ", "invalid_json"),
                 ("[" * 10000 + "]" * 10000, "invalid_json"),
                 ("\"just a string\"", "invalid_message"),
-                (json.dumps({"id": "x", "image": b64(b"%PDF-1.4 nope")}),
-                 "unsupported_media_type"),
+                (json.dumps({"id": "x", "image": b64(b"%PDF-1.4 nope")}), "invalid_pdf"),
+                (json.dumps({"id": "y", "image": b64(words_image(["HELLO"])), "pages": "x"}),
+                 "invalid_field"),
             ]
             for frame, code in frames:
                 await ws.send_message(frame)

@@ -172,3 +172,30 @@ def test_drain_and_read_timeout_keys_are_checked():
     for key, bad in (("drain_delay_s", -1), ("read_timeout_s", 0)):
         with pytest.raises(ConfigError, match=key):
             load_config(env={}, overrides={"server": {key: bad}})
+
+
+def test_extract_prints_a_pdf_page_by_page(tmp_path, capsys, fast_cfg):
+    import pdfgen
+
+    scan = text_image(["GARDEN WINDOW"])
+    pdf = tmp_path / "doc.pdf"
+    pdf.write_bytes(pdfgen.make_pdf([
+        pdfgen.text_page(["INVOICE 4711", "TOTAL 12.50"], 20, page=(320, 200)),
+        pdfgen.scanned_file_page(scan, 150),
+        pdfgen.PageSpec(broken=True),
+    ]))
+    # A page that cannot be read is reported, the others are printed; exit status 1.
+    assert main(["extract", str(pdf), "--config", fast_cfg]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ("--- page 1 ---\nINVOICE 4711\nTOTAL 12.50\n"
+                            "--- page 2 ---\nGARDEN WINDOW\n--- page 3 ---\n")
+    assert "page 3 was not read" in captured.err and "page_failed" in captured.err
+
+    assert main(["extract", str(pdf), "--pages", "2", "--pdf-text", "ocr", "--dpi", "150",
+                 "--json", "--config", fast_cfg]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(p["page"], p["source"], p["dpi"]) for p in doc["pages"]] == [(2, "ocr", 150)]
+    assert doc["text"] == "GARDEN WINDOW"
+
+    assert main(["extract", str(pdf), "--pages", "3-1", "--config", fast_cfg]) == 2
+    assert "pages" in capsys.readouterr().err

@@ -17,7 +17,15 @@ import trio
 from helpers_server import fast
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import EXTRACT, JSON, error_body_problems, multipart, seed_images
+from reliability_support import (
+    EXTRACT,
+    JSON,
+    error_body_problems,
+    multipart,
+    seed_documents,
+    seed_images,
+    words_image,
+)
 
 from web.app import create_app, get_state
 
@@ -43,6 +51,16 @@ languages = (
 request_docs = st.fixed_dictionaries(
     {"image": image_strings | json_values}, optional={"languages": languages, "extra": json_values}
 )
+#: How a document is to be read (issue 17): near-valid values and anything else.
+document_options = st.fixed_dictionaries({}, optional={
+    "pages": st.text(alphabet="0123456789-, x", max_size=12)
+    | st.integers(-3, 10**12) | st.lists(st.integers(-1, 5) | st.text(max_size=4), max_size=4)
+    | json_values,
+    "dpi": st.integers(-10, 10**6) | st.floats() | st.sampled_from(["72", "150.5", "x", ""])
+    | json_values,
+    "pdf_text": st.sampled_from(["auto", "ocr", "text", "OCR", " text ", "", "none"])
+    | json_values,
+})
 
 
 def _check(status: int, body: bytes, sent: bytes) -> None:
@@ -140,3 +158,33 @@ async def test_mutated_images_never_get_a_5xx(config):
     await _run_property_test(config, body)
     assert len(seen) >= 120
     assert 200 in seen and any(s >= 400 for s in seen), sorted(set(seen))
+
+
+async def test_document_options_never_get_a_5xx(config):
+    """Any ``pages``, ``dpi`` and ``pdf_text`` sent with a real 2-page PDF or TIFF: a
+    result with one entry per page asked for, or a 4xx saying which field is wrong."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(words_image(["HELLO"]), np.uint8), cv2.IMREAD_COLOR)
+    seeds = seed_documents(img)
+    docs = [seeds[2], seeds[4]]  # two pages each: a PDF (text, then a scan) and a TIFF
+    seen: list[int] = []
+
+    def body(call) -> None:
+        @fuzz_settings(60)
+        @given(doc=st.sampled_from(docs), options=document_options)
+        def prop(doc: bytes, options: dict) -> None:
+            raw = json.dumps({"image": base64.b64encode(doc).decode(), **options}).encode()
+            status, answer = call(raw, JSON)
+            _check(status, answer, raw)
+            if status == 200:
+                pages = json.loads(answer)["pages"]
+                assert 1 <= len(pages) <= 2
+                assert [p["page"] for p in pages] == sorted({p["page"] for p in pages})
+            seen.append(status)
+
+        prop()
+
+    await _run_property_test(config, body)
+    assert 200 in seen and any(400 <= s < 500 for s in seen)

@@ -19,6 +19,7 @@ from rapidfuzz.distance import Levenshtein
 
 from actors.messages import OcrRequest
 from actors.service import open_ocr_service
+from ocr.document import DocumentOptions
 
 MAX_CER = 0.02
 SIZES = (20, 28, 40)
@@ -101,6 +102,43 @@ async def test_chinese_character_error_rate(config):
     # spaces carry no meaning in Chinese: compared without them (score.py's CER_nospace)
     cer, wrong = await _cer(config, samples, "zh", drop_spaces=True)
     assert cer <= MAX_CER, f"CER {cer:.3%}; misread: {wrong}"
+
+
+async def test_pdf_pages_character_error_rate_per_page(config):
+    """A PDF written at test time: scanned-style pages (the synthetic lines above, each
+    page a JPEG image, no text layer) and printed pages (Helvetica in a text layer),
+    all rendered by PDFium and read by OCR (``pdf_text: ocr``); then ``auto``, which
+    reads the printed pages from their text layer. The CER target holds for each page."""
+    import pdfgen
+
+    fonts = textgen.latin_fonts()
+    scans = _samples(fonts, textgen.ENGLISH_WORDS, 18, (2, 6), " ", SEED + 2)
+    rng = random.Random(SEED + 3)
+    printed = [tuple(textgen.random_line(rng, textgen.ENGLISH_WORDS, rng.randint(3, 6))
+                     for _ in range(8)) for _ in range(2)]
+    specs, truths = [], []
+    for k, (truth, img) in enumerate(scans):
+        specs.append(pdfgen.scanned_page(img, 150))
+        truths.append(truth)
+        if k < len(printed):
+            specs.append(pdfgen.text_page(printed[k], 11, page=(420.0, 300.0)))
+            truths.append(printed[k])
+    pdf = pdfgen.make_pdf(specs)
+    cfg = with_changes(config, server={"request_timeout_s": 120.0})
+    async with open_ocr_service(cfg) as service:
+        by_ocr = await service.extract(OcrRequest(pdf, ("en",), options=DocumentOptions(
+            pdf_text="ocr")))
+        auto = await service.extract(OcrRequest(pdf, ("en",)))
+    assert len(by_ocr.pages) == len(truths) == 5
+    for page, truth in zip(by_ocr.pages, truths, strict=True):
+        t, p = _norm(" ".join(truth), False), _norm(page.text, False)
+        cer = Levenshtein.distance(p, t) / len(t)
+        assert page.source == "ocr" and cer <= MAX_CER, (page.page, f"CER {cer:.3%}", p, t)
+    sources = [p.source for p in auto.pages]
+    assert sources == ["ocr", "text_layer", "ocr", "text_layer", "ocr"]
+    for page, truth in zip(auto.pages, truths, strict=True):
+        if page.source == "text_layer":
+            assert page.lines == truth  # exact: no OCR involved
 
 
 def test_generator_is_deterministic():

@@ -337,7 +337,7 @@ def test_walking_folders(tmp_path):
     assert names[:len(walked)] == [os.path.join(root, n) for n in walked]
     assert names[len(walked):] == [str(tmp_path / "missing.png"),
                                    str(tmp_path / "in" / "notes.txt")]
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"} == READ_SUFFIXES
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pdf"} == READ_SUFFIXES
 
 
 def test_resume_keeps_only_whole_lines_of_files_read(tmp_path):
