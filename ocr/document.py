@@ -27,6 +27,7 @@ that left nor a page built to be slow holds the lock for long.
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import io
 import math
@@ -216,7 +217,7 @@ class RenderCancelled(Exception):
     client: the cancelled request has nobody left to answer."""
 
 
-class Document:
+class Document(abc.ABC):
     """An open multi-page document and the pages selected from it.
 
     ``kind`` is ``"PDF"`` or ``"TIFF"``; ``pages`` the 1-based numbers to read, in order;
@@ -229,16 +230,17 @@ class Document:
     pages: tuple[int, ...] = ()
     page_count: int = 0
 
+    @abc.abstractmethod
     def text_layer(self, number: int) -> TextLayer | None:
         """Page ``number``'s text layer when the request's ``pdf_text`` says to use it
         instead of OCR (``text``: always; ``auto``: when the page has a usable one);
         None means: render it and read it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def render(self, number: int, cancelled: Callable[[], bool]) -> RenderedPage:
         """Page ``number`` as a BGR image. ``cancelled`` is polled while rendering."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the document (idempotent)."""
 
@@ -558,6 +560,9 @@ class TiffPages(Document):
 
     def text_layer(self, number: int) -> TextLayer | None:
         return None
+
+    def close(self) -> None:
+        """Nothing to release: each page opens and closes its own reader."""
 
     def render(self, number: int, cancelled: Callable[[], bool]) -> RenderedPage:
         image = decode_image(self._data, max_pixels=self._limits.max_image_pixels,

@@ -119,6 +119,13 @@ async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path)
         png = textgen.encode(pdfgen.render_lines(SCAN_LINES, 20, 150, page=PAGE, font=_font()))
         image = (await http.post("/v1/ocr/extract", json={"image": _b64(png)})).json()
         assert "pages" not in image and all("page" not in r for r in image["regions"])
+        metrics = (await http.get("/metrics")).text
+    counted = {source: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               for source in ("ocr", "text_layer", "failed")
+               if line.startswith(f'hailo_ocr_document_pages_total{{source="{source}"}}')}
+    # Five paths (auto: 1 by OCR, 2 from the text layer, 1 failed), one all by OCR (3 + 1
+    # failed), pages 2-3 twice (1 + 1 each), pages 1-2 text only (2).
+    assert counted == {"ocr": 5 + 3 + 2, "text_layer": 10 + 2 + 2, "failed": 5 + 1}
 
 
 async def test_a_multi_page_tiff_is_read_frame_by_frame(config):

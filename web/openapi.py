@@ -504,7 +504,8 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "type": {"const": "line"},
                     "id": {},
-                    "page": {"type": "integer", "description": "A document's page."},
+                    "page": {"type": "integer", "description": "A document's page (index "
+                             "then counts within the page)."},
                     "index": {"type": "integer"},
                     "text": {"type": "string"},
                     "confidence": {"type": "number"},
