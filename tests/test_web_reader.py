@@ -122,6 +122,25 @@ async def test_text_to_stdout_off_a_terminal_has_no_progress(config, tmp_path):
     assert "3 of 3 files" in done.stderr.decode()
 
 
+async def test_pdfs_in_a_folder_are_read_page_by_page(config, tmp_path):
+    import pdfgen
+
+    files, words = write_pages(tmp_path, 1)
+    (tmp_path / "doc.pdf").write_bytes(pdfgen.make_pdf([
+        pdfgen.text_page(["FIRST PAGE"], 20, page=(300, 120)),
+        pdfgen.scanned_file_page(files[0].path.read_bytes(), 150),
+    ]))
+    async with running_server(quick(config)) as server:
+        done = await run_read(str(tmp_path), "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    docs = {Path(d["file"]).name: d for d in map(json.loads, done.stdout.decode().splitlines())}
+    pdf = docs.pop("doc.pdf")
+    assert pdf["text"] == "FIRST PAGE" and len(docs) == 1
+    assert [(p["page"], p["source"]) for p in pdf["pages"]] == [(1, "text_layer"), (2, "ocr")]
+    assert words_of(pdf["pages"][1]["text"]) == list(words.values())[0]
+    assert "2 document pages" in done.stderr.decode()
+
+
 async def test_resume_after_an_interrupted_run(config, tmp_path):
     """Ctrl-C after three files: the output holds three whole lines. A torn last line and
     a failure line are added to it (a killed writer, a failed file); --resume keeps the
