@@ -139,6 +139,11 @@ async def test_pdfs_in_a_folder_are_read_page_by_page(config, tmp_path):
     assert [(p["page"], p["source"]) for p in pdf["pages"]] == [(1, "text_layer"), (2, "ocr")]
     assert words_of(pdf["pages"][1]["text"]) == list(words.values())[0]
     assert "2 document pages" in done.stderr.decode()
+    async with running_server(quick(config)) as server:
+        done = await run_read(str(tmp_path / "doc.pdf"), "--url", server.url, "--text")
+    assert done.stdout.decode() == (
+        "--- page 1 ---\nFIRST PAGE\n--- page 2 ---\n" + " ".join(list(words.values())[0])
+        + "\n")
 
 
 async def test_resume_after_an_interrupted_run(config, tmp_path):

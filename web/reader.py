@@ -217,7 +217,15 @@ class ResultSink:
             return json.dumps(outcome.json_line(), ensure_ascii=False) + "\n"
         if not outcome.ok:
             return ""  # listed on stderr at the end
-        text = str(outcome.body.get("text", ""))
+        pages = outcome.body.get("pages")
+        if isinstance(pages, list):  # a document: every page under its own header
+            text = "\n".join(
+                f"--- page {p.get('page')} ---\n" + str(p.get("text", ""))
+                if p.get("success") else f"--- page {p.get('page')}: {p.get('code')} ---"
+                for p in pages if isinstance(p, dict)
+            )
+        else:
+            text = str(outcome.body.get("text", ""))
         return (f"==> {outcome.file} <==\n" if self._headers else "") + text + "\n"
 
     async def write(self, outcome: FileOutcome) -> None:
