@@ -80,7 +80,7 @@ def _check_mixed(body: dict, pdf_text: str = "auto") -> None:
 async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path):
     pdf = mixed_pdf()
     (tmp_path / "doc.pdf").write_bytes(pdf)
-    cfg = fast(config, server={"file_root": str(tmp_path)})
+    cfg = fast(config, server={"file_root": str(tmp_path)}, processing={"pdf_dpi": 200})
     async with running_server(cfg) as server, httpx.AsyncClient(
         base_url=server.url, timeout=120
     ) as http:
