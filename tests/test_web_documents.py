@@ -120,6 +120,19 @@ async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path)
         image = (await http.post("/v1/ocr/extract", json={"image": _b64(png)})).json()
         assert "pages" not in image and all("page" not in r for r in image["regions"])
         metrics = (await http.get("/metrics")).text
+        spec = (await http.get("/openapi.json")).json()
+    # /openapi.json describes what a document is answered.
+    schemas = spec["components"]["schemas"]
+    result = answers["raw body"].json()
+    assert set(result) - {"success"} <= set(schemas["ExtractResult"]["properties"])
+    read_ok, failed = schemas["Page"]["oneOf"]
+    assert set(read_ok["required"]) <= set(result["pages"][0]) <= set(read_ok["properties"])
+    assert set(failed["required"]) == set(result["pages"][3]) == set(failed["properties"])
+    assert set(result["regions"][0]) <= set(schemas["Region"]["properties"])
+    for name in ("pages", "dpi", "pdf_text"):
+        assert name in schemas["ExtractRequest"]["properties"]
+    codes = schemas["Error"]["properties"]["code"]["examples"]
+    assert {"invalid_pdf", "pdf_encrypted", "too_many_pages", "page_out_of_range"} <= set(codes)
     counted = {source: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                for source in ("ocr", "text_layer", "failed")
                if line.startswith(f'hailo_ocr_document_pages_total{{source="{source}"}}')}
