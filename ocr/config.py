@@ -222,7 +222,8 @@ class ProcessingConfig:
     #: Most pages of a PDF or multi-page TIFF read in one request (413 beyond; a client
     #: chooses pages with the ``pages`` field).
     max_pages: int = 200
-    #: Resolution PDF pages are rendered at when a request names none (``dpi``).
+    #: Resolution PDF pages are rendered at when a request names none (``dpi``): the
+    #: lowest at which no devdata scan set reads worse than at 300 (benchmarks/RESULTS.md).
     pdf_dpi: int = 200
     #: Most pixels of one rendered PDF page; a larger page is rendered at the lower
     #: resolution that fits. Bounds the memory of a page like max_image_pixels an image's.
