@@ -4,6 +4,15 @@ and device faults (``npu.errors``). The web layer maps each ``code`` to a status
 from __future__ import annotations
 
 import copy
+from typing import Final, Literal, get_args
+
+#: Why the service is not ready, as ``GET /health/ready`` and ``NotReady.reason`` say it:
+#: the models are loading (or the service is not started yet), a SIGTERM's drain is on,
+#: the service is shutting down, or the device failed and is being restarted.
+NotReadyReason = Literal[
+    "models_loading", "not_started", "draining", "shutting_down", "device_fault"
+]
+NOT_READY_REASONS: Final[tuple[str, ...]] = get_args(NotReadyReason)
 
 
 class ServiceError(Exception):
@@ -25,7 +34,9 @@ class NotReady(ServiceError):
 
     code = "not_ready"
 
-    def __init__(self, message: str, reason: str, retry_after: float = 2.0) -> None:
+    def __init__(
+        self, message: str, reason: NotReadyReason, retry_after: float = 2.0
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after

@@ -112,10 +112,12 @@ class PageSelection:
                     raise ValueError(f"'pages' must look like \"1-3,7\", not {str(item)[:40]!r}")
                 first = int(m.group(1))
                 last = None if m.group(2) and not m.group(3) else int(m.group(3) or first)
-                if first < 1 or (last is not None and last < first):
+                if last is not None and last < first:  # "3-1": the same pages as "1-3"
+                    first, last = last, first
+                if first < 1:
                     raise ValueError(
                         f"'pages': {part.strip()[:20]!r} is not a range of pages (pages "
-                        "count from 1, and a range from its first page to its last)"
+                        "count from 1)"
                     )
                 ranges.append((first, last))
         if not ranges:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import signal
 import socket
@@ -15,12 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import cv2
 import httpx
 import numpy as np
 import trio
+import yaml
 from hypercorn.trio import serve as hypercorn_serve
 from PIL import Image
 
@@ -30,6 +33,9 @@ from ocr.config import Config
 from web.app import AppState, create_app, get_state
 from web.client import InputFile
 from web.server import hypercorn_config
+
+#: The checkout: where ``python -m web.cli`` runs from.
+REPO = Path(__file__).resolve().parent.parent
 
 # Words the recogniser reads reliably in Hershey Simplex; tests compare them exactly.
 WORDS = [
@@ -134,6 +140,25 @@ async def wait_listening(proc, log_path, within_s: float = 90.0) -> str:
                 return m.group(1)
             assert proc.poll() is None, log_path.read_text()
             await trio.sleep(0.1)
+
+
+async def start_serve(
+    tmp_path: Path, settings: dict, **popen: Any
+) -> tuple[trio.Process, str, Path]:
+    """``hailo-ocr serve`` on a free port, configured by ``settings`` (a YAML file in
+    ``tmp_path``) and by no ``HAILO_OCR_*`` variable: the process, its base URL once it
+    listens, and its log."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(settings))
+    log_path = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAILO_OCR_")}
+    with log_path.open("wb") as log:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "web.cli", "serve", "--config", str(cfg), "--port", "0"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+            cwd=REPO, **popen,
+        )
+    return proc, await wait_listening(proc, log_path), log_path
 
 
 def data_uri(data: bytes, media_type: str = "image/png") -> str:

@@ -59,15 +59,36 @@ def _grey_scan(width: int = 800, height: int = 1000) -> np.ndarray:
     (" 3 , 1-2 ,2", 5, (1, 2, 3)),
     (7, 9, (7,)),
     ([1, "4-5"], 5, (1, 4, 5)),
+    ("3-2", 5, (2, 3)),  # a range written backwards: the same pages
+    ("007", 9, (7,)),
 ])
 def test_page_selection_resolves_in_document_order_each_once(value, count, pages):
     assert PageSelection.parse(value).resolve(count) == pages
 
 
-@pytest.mark.parametrize("value", ["0", "3-2", "x", "1-3-5", "-2", True, 1.5, {"a": 1}, [[1]]])
+@pytest.mark.parametrize("value", ["0", "2-0", "x", "1-3-5", "-2", True, 1.5, {"a": 1}, [[1]]])
 def test_page_selection_refuses_what_is_not_a_range(value):
     with pytest.raises(ValueError, match="pages"):
         PageSelection.parse(value)
+
+
+def test_the_documented_page_pattern_is_what_the_parser_takes():
+    """/openapi.json states the pages grammar as a pattern: every string it matches parses."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from web.openapi.results import PAGE_LIST
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.from_regex(rf"\A *{PAGE_LIST}\Z"))
+    def parses(text):
+        assert PageSelection.parse(text) is not None
+
+    parses()
+    for bad in ("0", "2-0", "x", "-2", "1-3-5"):
+        assert not re.fullmatch(rf" *{PAGE_LIST}", bad)
 
 
 def test_page_selection_none_is_every_page_and_past_the_end_is_an_error():

@@ -19,8 +19,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Final
@@ -28,12 +26,10 @@ from typing import Final
 import httpx
 import pytest
 import trio
-import yaml
-from helpers_server import WORDS, text_image, wait_listening, wait_until, words_of
+from helpers_server import WORDS, start_serve, text_image, wait_until, words_of
 from reliability_support import assert_error_body, children_of, proc_status
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-REPO = Path(__file__).resolve().parent.parent
 GRACE_S = 60.0
 DRAIN_S = 3.0
 #: Work in flight at SIGTERM, in seconds of one page read alone: enough to outlast the
@@ -66,16 +62,7 @@ async def start_server(tmp_path: Path) -> tuple[trio.Process, str, Path]:
         },
         "ocr": {"det_limit_type": "max", "det_limit_side_len": 960},
     }
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump(settings))
-    log_path = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HAILO_OCR_")}
-    with log_path.open("wb") as log:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "web.cli", "serve", "--config", str(cfg), "--port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-        )
-    return proc, await wait_listening(proc, log_path), log_path
+    return await start_serve(tmp_path, settings, start_new_session=True)
 
 
 def _order(seq: list[str], stages: list[str]) -> bool:

@@ -131,7 +131,7 @@ async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path)
     assert set(result["regions"][0]) <= set(schemas["Region"]["properties"])
     for name in ("pages", "dpi", "pdf_text"):
         assert name in schemas["ExtractRequest"]["properties"]
-    codes = schemas["Error"]["properties"]["code"]["examples"]
+    codes = schemas["ErrorCode"]["enum"]
     assert {"invalid_pdf", "pdf_encrypted", "too_many_pages", "page_out_of_range"} <= set(codes)
     counted = {source: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                for source in ("ocr", "text_layer", "failed")

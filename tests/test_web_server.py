@@ -4,7 +4,6 @@ with httpx; and ``hailo-ocr serve`` as a subprocess, stopped with SIGTERM mid-lo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,15 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-import yaml
 from helpers_server import (
     WORDS,
     b64,
     data_uri,
     fast,
     running_server,
+    start_serve,
     text_image,
-    wait_listening,
     wait_until,
     words_of,
 )
@@ -91,17 +89,7 @@ async def _start_serve(tmp_path: Path, extra: dict) -> tuple[trio.Process, str, 
         "server": {"shutdown_grace_s": 30.0, **extra},
         "ocr": {"det_limit_type": "max", "det_limit_side_len": 960},
     }
-    cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(yaml.safe_dump(settings))
-    log_path = tmp_path / "serve.log"
-    log = log_path.open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HAILO_OCR_")}
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "web.cli", "serve", "--config", str(cfg_file), "--port", "0"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parent.parent,
-    )
-    log.close()
-    return proc, await wait_listening(proc, log_path), log_path
+    return await start_serve(tmp_path, settings)
 
 
 @pytest.mark.slow

@@ -281,3 +281,13 @@ async def test_a_write_onto_a_closing_connection_cancels_the_socket_work(gone):
                 await trio.sleep_forever()  # the socket's other work, until cancelled
     assert connection.cancelled_caught
     assert [json.loads(t)["type"] for t in sent] == ["accepted"]
+
+
+async def test_a_plain_http_get_is_told_to_upgrade(config):
+    app = create_app(fast(config))
+    async with app.test_app() as test_app:
+        r = await test_app.test_client().get("/v1/ocr/stream")
+        body = await r.get_json()
+    assert r.status_code == 426, body
+    assert r.headers["Upgrade"] == "websocket"
+    assert body == {"success": False, "error": body["error"], "code": "upgrade_required"}

@@ -131,7 +131,7 @@ def _check_token(config: Config, header: str | None) -> None:
     )
     if not ok:
         raise ApiError(
-            401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
+            "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
             headers={"WWW-Authenticate": 'Bearer realm="hailo-ocr"'},
         )
 

@@ -16,6 +16,9 @@ from quart import Blueprint, current_app
 from actors.cache import ResultCache, cache_key
 from actors.messages import OcrRequest, OcrResult
 
+from . import openapi
+from .openapi import operator as openapi_operator
+
 bp = Blueprint("cache", __name__)
 
 EXTENSION = "result_cache"
@@ -57,4 +60,5 @@ def register(app: Any, config: Any) -> ResultCache[OcrResult]:
     cache: ResultCache[OcrResult] = ResultCache.from_config(config.cache)
     app.extensions[EXTENSION] = cache
     app.register_blueprint(bp)
+    openapi.add_paths(app, openapi_operator.CACHE)
     return cache

@@ -74,7 +74,6 @@ class ImageInput:
 
 def _too_large(size: int, limit: int) -> ApiError:
     return ApiError(
-        413,
         "image_too_large",
         f"the image is {size} bytes; the limit is {limit} bytes (processing.max_image_bytes)",
     )
@@ -90,7 +89,6 @@ def check_media_type(media_type: str, where: str) -> None:
         return
     if mt not in _ACCEPTED_TYPES:
         raise ApiError(
-            415,
             "unsupported_media_type",
             f"{where} declares media type {mt!r}; send JPEG, PNG, BMP, WebP, TIFF or PDF",
         )
@@ -102,7 +100,7 @@ def _b64decode(text: bytes, max_bytes: int) -> bytes:
     # on a receipt's 400 kB of base64 (benchmarks/RESULTS.md, host cost).
     compact = text.translate(None, _WHITESPACE)
     if not compact:
-        raise ApiError(400, "invalid_image", "the image is empty")
+        raise ApiError("invalid_image", "the image is empty")
     if len(compact) * 3 // 4 > max_bytes + 3:
         raise _too_large(len(compact) * 3 // 4, max_bytes)
     stripped = compact.rstrip(b"=")
@@ -111,7 +109,7 @@ def _b64decode(text: bytes, max_bytes: int) -> bytes:
         or stripped.translate(None, _B64_ALPHABET)  # anything outside the alphabet
         or len(compact) % 4 == 1
     ):
-        raise ApiError(400, "invalid_base64", "the image is not valid base64")
+        raise ApiError("invalid_base64", "the image is not valid base64")
     compact = stripped + b"=" * (-len(stripped) % 4)
     try:
         if b"-" in compact or b"_" in compact:
@@ -119,11 +117,11 @@ def _b64decode(text: bytes, max_bytes: int) -> bytes:
         else:
             data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid_base64", "the image is not valid base64") from None
+        raise ApiError("invalid_base64", "the image is not valid base64") from None
     if len(data) > max_bytes:
         raise _too_large(len(data), max_bytes)
     if not data:
-        raise ApiError(400, "invalid_image", "the image is empty")
+        raise ApiError("invalid_image", "the image is empty")
     return data
 
 
@@ -144,7 +142,7 @@ def _data_uri_bytes(value: str, max_bytes: int) -> bytes:
     literal bytes (RFC 2397)."""
     header, sep, payload = value[5:].partition(",")
     if not sep:
-        raise ApiError(400, "invalid_data_uri", "the data URI has no ',' before its data")
+        raise ApiError("invalid_data_uri", "the data URI has no ',' before its data")
     declared_base64 = "base64" in (p.strip().lower() for p in header.split(";"))
     if "%" in payload:
         payload = unquote(payload, encoding="latin-1")  # %XX -> the character of byte XX
@@ -168,16 +166,15 @@ def resolve_file_url(url: str, file_root: str | None) -> str:
     they really lead. Errors never echo the path (it would leak the host's layout)."""
     if not file_root:
         raise ApiError(
-            403,
             "file_urls_disabled",
             "file:// images are disabled on this server (set server.file_root to enable)",
         )
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise ApiError(400, "invalid_file_url", "file:// URLs must not name a remote host")
+        raise ApiError("invalid_file_url", "file:// URLs must not name a remote host")
     path = unquote(parts.path)
     if "\x00" in path or not path.startswith("/"):
-        raise ApiError(400, "invalid_file_url", "a file:// URL needs an absolute path")
+        raise ApiError("invalid_file_url", "a file:// URL needs an absolute path")
     root = os.path.realpath(file_root)
     real = os.path.realpath(path)
     try:
@@ -186,7 +183,7 @@ def resolve_file_url(url: str, file_root: str | None) -> str:
         inside = False
     if not inside:
         raise ApiError(
-            403, "forbidden_path",
+            "forbidden_path",
             "the file is outside the directory this server may read (server.file_root); "
             "set server.file_root to a directory that holds it",
         )
@@ -197,15 +194,15 @@ def _read_file(path: str, max_bytes: int) -> bytes:
     try:
         if not os.path.isfile(path):
             if os.path.exists(path):
-                raise ApiError(400, "not_a_file", "the file:// URL does not name a regular file")
-            raise ApiError(404, "file_not_found", "no such file below the configured file root")
+                raise ApiError("not_a_file", "the file:// URL does not name a regular file")
+            raise ApiError("file_not_found", "no such file below the configured file root")
         size = os.path.getsize(path)
         if size > max_bytes:
             raise _too_large(size, max_bytes)
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except OSError:
-        raise ApiError(403, "file_unreadable", "the file cannot be read by the server") from None
+        raise ApiError("file_unreadable", "the file cannot be read by the server") from None
     if len(data) > max_bytes:
         raise _too_large(len(data), max_bytes)
     return data
@@ -215,7 +212,7 @@ async def image_from_string(value: Any, config: Config) -> bytes:
     """The bytes of an ``image`` given as a string: data URI, base64 or file URL."""
     if not isinstance(value, str):
         raise ApiError(
-            400, "invalid_field", "'image' must be a string (data URI, base64 or file://)"
+            "invalid_field", "'image' must be a string (data URI, base64 or file://)"
         )
     max_bytes = config.processing.max_image_bytes
     head = value[:16].lstrip().lower()
@@ -232,7 +229,7 @@ async def image_from_string(value: Any, config: Config) -> bytes:
         )
     if "://" in value[:32]:
         raise ApiError(
-            400, "unsupported_url", "only data:, file:// or plain base64 images are accepted"
+            "unsupported_url", "only data:, file:// or plain base64 images are accepted"
         )
     return await _b64decode_async(value, max_bytes)
 
@@ -249,17 +246,17 @@ def parse_languages(value: Any) -> tuple[str, ...]:
     elif isinstance(value, list):
         items = value
     else:
-        raise ApiError(400, "invalid_field", "'languages' must be a list of language codes")
+        raise ApiError("invalid_field", "'languages' must be a list of language codes")
     out = []
     for item in items:
         if not isinstance(item, str):
-            raise ApiError(400, "invalid_field", "'languages' must be a list of language codes")
+            raise ApiError("invalid_field", "'languages' must be a list of language codes")
         out.extend(part.strip().lower() for part in item.split(",") if part.strip())
     return tuple(dict.fromkeys(out))
 
 
 def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_field", message)
+    return ApiError("invalid_field", message)
 
 
 def parse_document_options(get: Callable[[str], Any]) -> DocumentOptions:
@@ -295,7 +292,7 @@ async def parse_json_body(body: bytes) -> Any:
         try:
             return json.loads(body)
         except (ValueError, RecursionError):
-            raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+            raise ApiError("invalid_json", "the request body is not valid JSON") from None
 
     if len(body) > _THREAD_THRESHOLD:
         return await trio.to_thread.run_sync(load)
@@ -305,9 +302,9 @@ async def parse_json_body(body: bytes) -> Any:
 async def image_from_json(body: bytes, config: Config) -> ImageInput:
     doc = await parse_json_body(body)
     if not isinstance(doc, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+        raise ApiError("invalid_json", "the request body must be a JSON object")
     if "image" not in doc or doc["image"] in (None, ""):
-        raise ApiError(400, "missing_field", "the request needs an 'image' field")
+        raise ApiError("missing_field", "the request needs an 'image' field")
     languages = parse_languages(doc.get("languages"))
     options = parse_document_options(doc.get)
     data = await image_from_string(doc["image"], config)
@@ -332,7 +329,7 @@ async def image_from_request(request: Any, config: Config) -> ImageInput:
     if mimetype == "application/json" or mimetype.endswith("+json") or _is_json_object(body):
         return await image_from_json(body, config)
     if not body:
-        raise ApiError(400, "missing_field", "the request body is empty")
+        raise ApiError("missing_field", "the request body is empty")
     declared_image = (
         mimetype.startswith("image/") or mimetype == "application/octet-stream"
         or mimetype in PDF_MEDIA_TYPES
@@ -345,7 +342,6 @@ async def image_from_request(request: Any, config: Config) -> ImageInput:
             parse_document_options(request.args.get),
         )
     raise ApiError(
-        415,
         "unsupported_media_type",
         f"the body ({repr(mimetype) if mimetype else 'no Content-Type'}) is neither a JSON "
         "object nor an image or PDF; "
@@ -366,8 +362,8 @@ async def _image_from_form(request: Any, config: Config) -> ImageInput:
         if len(data) > max_bytes:
             raise _too_large(len(data), max_bytes)
         if not data:
-            raise ApiError(400, "invalid_image", "the uploaded image is empty")
+            raise ApiError("invalid_image", "the uploaded image is empty")
         return ImageInput(data, languages, options)
     if form.get("image"):
         return ImageInput(await image_from_string(form["image"], config), languages, options)
-    raise ApiError(400, "missing_field", "the form needs an 'image' file field")
+    raise ApiError("missing_field", "the form needs an 'image' file field")

@@ -39,6 +39,9 @@ from prometheus_client.registry import Collector
 
 from actors.messages import PAGE_SOURCES
 
+from . import openapi
+from .openapi import operator as openapi_operator
+
 PREFIX = "hailo_ocr"
 
 #: Request latency buckets (seconds): OCR requests take tens of milliseconds on an NPU and
@@ -361,4 +364,5 @@ def install_metrics(
         return Response(body, status=200, content_type=content_type)
 
     app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])
+    openapi.add_paths(app, openapi_operator.METRICS)
     return metrics

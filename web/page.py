@@ -16,6 +16,9 @@ from pathlib import Path
 
 from quart import Blueprint, Response, send_from_directory
 
+from . import openapi
+from .openapi import page as openapi_page
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 #: Paths that need no token: the page and its assets.
@@ -68,6 +71,7 @@ def register(app) -> None:
     if "static" not in app.view_functions:
         app.add_url_rule("/static/<path:filename>", "static", static_file, methods=["GET"])
     app.register_blueprint(bp)
+    openapi.add_paths(app, openapi_page.FRAGMENT)
 
     @app.after_request
     async def _page_headers(response: Response) -> Response:

@@ -15,9 +15,11 @@ from actors.messages import OcrRequest
 from actors.service import OcrService
 from ocr.config import Config
 
+from . import openapi
 from .app import get_state
 from .cache_routes import extract_with_cache
 from .inputs import image_from_request
+from .openapi import rest as openapi_rest
 from .responses import extract_json
 
 bp = Blueprint("ocr", __name__)
@@ -163,3 +165,4 @@ async def extract() -> dict[str, Any]:
 
 def register(app) -> None:
     app.register_blueprint(bp)
+    openapi.add_paths(app, openapi_rest.FRAGMENT)

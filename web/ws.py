@@ -26,12 +26,15 @@ from typing import Any, Final
 import trio
 from quart import Blueprint, current_app, websocket
 
+from actors.errors import Overloaded
 from actors.messages import OcrRequest
 from actors.service import OcrService
 
+from . import openapi
 from .app import AppState, get_state
 from .errors import ApiError
 from .inputs import image_from_string, parse_document_options, parse_languages
+from .openapi import stream as openapi_stream
 from .responses import error_event, event_json
 
 bp = Blueprint("stream", __name__)
@@ -49,10 +52,6 @@ _MESSAGE_SLACK = 1024
 
 #: What a write raises when the transport under the socket is closing or closed.
 _CONNECTION_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
-
-
-def _error(client_id: Any, code: str, message: str, status: int = 400) -> dict[str, Any]:
-    return {"type": "error", "id": client_id, "error": message, "code": code, "status": status}
 
 
 #: How long a client over its socket's in-flight limit is asked to wait (an image of its
@@ -111,20 +110,20 @@ async def _forward_image(
 def _parse_message(raw: str | bytes) -> tuple[Any, dict[str, Any]]:
     """(id, the message) of a client message, or ApiError naming what is wrong."""
     if isinstance(raw, bytes):
-        raise ApiError(400, "invalid_message", "send JSON text frames, not binary frames")
+        raise ApiError("invalid_message", "send JSON text frames, not binary frames")
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", "the message is not valid JSON") from None
+        raise ApiError("invalid_json", "the message is not valid JSON") from None
     if not isinstance(doc, dict):
-        raise ApiError(400, "invalid_message", "the message must be a JSON object")
+        raise ApiError("invalid_message", "the message must be a JSON object")
     client_id = doc.get("id")
     if client_id is None or client_id == "":
-        raise ApiError(400, "missing_field", "the message needs an 'id'")
+        raise ApiError("missing_field", "the message needs an 'id'")
     if not isinstance(client_id, str | int) or isinstance(client_id, bool):
-        raise ApiError(400, "invalid_field", "'id' must be a string or an integer")
+        raise ApiError("invalid_field", "'id' must be a string or an integer")
     if doc.get("image") in (None, ""):
-        raise _WithId(client_id, ApiError(400, "missing_field", "the message needs an 'image'"))
+        raise _WithId(client_id, ApiError("missing_field", "the message needs an 'image'"))
     return client_id, doc
 
 
@@ -181,9 +180,8 @@ async def _read_messages(
         if raw is None:  # Quart hands an empty *binary* frame over as None
             raw = b""
         if len(raw) > max_chars:
-            await outbox.send(_error(
-                None, "payload_too_large",
-                "the message is larger than the configured body limit", 413))
+            await outbox.send(error_event(None, ApiError(
+                "payload_too_large", "the message is larger than the configured body limit")))
             continue
         try:
             client_id, message = _parse_message(raw)
@@ -194,15 +192,14 @@ async def _read_messages(
             await outbox.send(error_event(exc.client_id, exc.error))
             continue
         if client_id in work.ids:
-            await outbox.send(_error(
-                client_id, "duplicate_id", "an image with this id is still in flight"))
+            await outbox.send(error_event(client_id, ApiError(
+                "duplicate_id", "an image with this id is still in flight")))
             continue
         if len(work.ids) >= max_in_flight:
-            await outbox.send({**_error(
-                client_id, "overloaded",
+            await outbox.send(error_event(client_id, Overloaded(
                 f"{len(work.ids)} images are in flight on this socket, the limit is "
-                f"{max_in_flight}; wait for a done or error event", 429),
-                "retry_after": _SOCKET_FULL_RETRY_AFTER_S})
+                f"{max_in_flight}; wait for a done or error event",
+                retry_after=_SOCKET_FULL_RETRY_AFTER_S)))
             continue
         try:
             service = state.require_service()
@@ -237,3 +234,4 @@ async def stream() -> None:
 
 def register(app) -> None:
     app.register_blueprint(bp)
+    openapi.add_paths(app, openapi_stream.FRAGMENT)
