@@ -72,8 +72,9 @@ SCHEMAS: Final[dict[str, Any]] = {
     "Pages": {
         "description": "Pages of a PDF or multi-page TIFF to read: \"1-3,7\", \"5-\" (to "
         "the end), a page number, or a list of those; pages count from 1, a range "
-        "running past the end stops there, one written backwards (3-1) reads the same pages. Default: every page, up to "
-        "processing.max_pages (413 too_many_pages beyond). Ignored for an image.",
+        "running past the end stops there, one written backwards (3-1) reads the same "
+        "pages. Default: every page, up to processing.max_pages (413 too_many_pages "
+        "beyond). Ignored for an image.",
         "oneOf": [
             {"type": "string", "pattern": f"^( *{PAGE_LIST})?$", "examples": ["1-3,7"]},
             {"type": "integer", "minimum": 1},
