@@ -58,7 +58,7 @@ def session_members(sid: int) -> list[int]:
 async def start_server(tmp_path: Path) -> tuple[trio.Process, str, Path]:
     settings = {
         "server": {
-            "shutdown_grace_s": GRACE_S, "drain_delay_s": DRAIN_S, "max_in_flight": MAX_PAGES + 8,
+            "shutdown_grace_s": GRACE_S, "drain_delay_s": DRAIN_S, "max_in_flight": MAX_PAGES + 200,
         },
         "ocr": {"det_limit_type": "max", "det_limit_side_len": 960},
     }
@@ -113,14 +113,17 @@ async def test_sigterm_drains_then_finishes_rest_and_websocket_work_then_exits_c
                             return
 
             async def newcomer(fresh: httpx.AsyncClient) -> None:
-                """New requests one after another from SIGTERM until the listener is gone:
-                answered during the drain, then refused."""
-                while True:
-                    sent = time.monotonic() - signalled
+                """A new request every 0.1 s from SIGTERM until one finds the listener gone:
+                answered during the drain, then refused. Each is sent on its own: one sent
+                during the drain waits behind the work in flight, the next must not."""
+                gone = trio.Event()
+
+                async def one_new(sent: float) -> None:
                     try:
                         r = await fresh.post("/v1/ocr/extract", json={"image": small})
                     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
                         late.append((sent, "refused"))
+                        gone.set()
                         return
                     if r.status_code == 200:
                         assert words_of(r.json()["text"]) == small_lines, r.text
@@ -129,7 +132,12 @@ async def test_sigterm_drains_then_finishes_rest_and_websocket_work_then_exits_c
                         assert_error_body(r.status_code, r.content, 503, "shutting_down")
                         assert int(r.headers["retry-after"]) >= 1
                         late.append((sent, "503"))
-                    await trio.sleep(0.05)
+
+                async with trio.open_nursery() as sending:
+                    while not gone.is_set():
+                        sending.start_soon(one_new, time.monotonic() - signalled)
+                        with trio.move_on_after(0.1):
+                            await gone.wait()
 
             async def watch_ready(fresh: httpx.AsyncClient) -> None:
                 while True:
@@ -175,7 +183,8 @@ async def test_sigterm_drains_then_finishes_rest_and_websocket_work_then_exits_c
                 proc.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 await trio.sleep(0.1)
-                async with httpx.AsyncClient(base_url=url, timeout=30) as fresh, \
+                unpooled = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+                async with httpx.AsyncClient(base_url=url, timeout=60, limits=unpooled) as fresh, \
                         httpx.AsyncClient(base_url=url, timeout=30) as probe:
                     nursery.start_soon(newcomer, fresh)
                     nursery.start_soon(watch_ready, probe)
@@ -197,6 +206,7 @@ async def test_sigterm_drains_then_finishes_rest_and_websocket_work_then_exits_c
         assert "draining" in states, ready
         assert all(at < SLACK_S for at, state in ready if state == "ready"), ready
         assert all(at < DRAIN_S + SLACK_S for at, state in ready if state == "draining"), ready
+        late.sort()  # by the time each was sent
         outcomes = [outcome for _, outcome in late]
         assert _order(outcomes, ["200", "503", "refused"]), late
         assert outcomes[0] == "200" and "503" in outcomes and outcomes[-1] == "refused", late
