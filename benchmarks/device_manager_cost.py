@@ -4,7 +4,8 @@
 and gets the outputs back the same way (a 544x960x3 detection input is about 2 MB of
 text, its probability map about 2.8 MB), where the direct Hailo backend binds the same
 buffers to HailoRT without a copy. This script measures that difference on this machine,
-with the manager played by the protocol-faithful test double (``tests/fake_device_manager.py``)
+with the manager played by the protocol-faithful test double
+(``tests/support/fake_device_manager.py``)
 in **its own process**, as the daemon is:
 
 1. **Per image, real text** (``--images``, default a few devdata images): the in-process
@@ -49,7 +50,7 @@ import trio
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-for _p in (REPO / "tests" / "hailo_standin", REPO / "tests"):
+for _p in (REPO / "tests" / "hailo_standin",):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -69,7 +70,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def serve_manager(sock: str, instant: bool) -> None:
     """Run the double here until stdin closes (the benchmark's child process)."""
-    import fake_device_manager as fdm
+    from tests.support import fake_device_manager as fdm
 
     manager = fdm.FakeDeviceManager(sock, job_wait_ms=600_000)
     manager.start()
@@ -109,7 +110,7 @@ def _instant_handler(fdm: Any, real: Any) -> Any:
 class ManagerProcess:
     def __init__(self, sock: str, instant: bool) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(REPO / "tests" / "hailo_standin"), str(REPO / "tests"), str(REPO)])}
+            [str(REPO / "tests" / "hailo_standin"), str(REPO)])}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.device_manager_cost", "--serve-manager", sock]
             + (["--instant"] if instant else []),

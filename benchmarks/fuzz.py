@@ -5,7 +5,7 @@
     python -m benchmarks.fuzz --url http://127.0.0.1:11436   # an already running server
 
 Each case is one request to ``POST /v1/ocr/extract`` built by
-``tests/reliability_support.fuzz_request``: mutated real encodings (bit flips and
+``tests/support/reliability.fuzz_request``: mutated real encodings (bit flips and
 truncations weighted towards the JPEG/PNG/WebP/TIFF/BMP headers, chunk-length and marker
 corruption, duplicated segments) sent as base64, data URIs and multipart uploads; random
 JSON shapes (wrong types, deep nesting, broken documents); random multipart bodies (odd
@@ -37,9 +37,9 @@ from trio_websocket import open_websocket_url
 
 from benchmarks.soak import REPO, spawn_server, stop_server
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from reliability_support import (  # noqa: E402
+from tests.support.reliability import (  # noqa: E402
     error_body_problems,
     fuzz_request,
     random_json_value,

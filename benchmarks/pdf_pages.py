@@ -2,7 +2,7 @@
 beside the same pages sent as single images.
 
 Every PDF is made here, at run time, from devdata's scans (never copied: the bytes live in
-memory) with the project's own test writer (``tests/pdfgen.py``):
+memory) with the project's own test writer (``tests/support/pdfgen.py``):
 
 * **Scans** (``--dpi``): each FUNSD form and SROIE receipt becomes a one-page PDF whose
   page is that image at the resolution it was scanned at (FUNSD: its letter page, about
@@ -54,15 +54,16 @@ from benchmarks.load import (
     write_config,
 )
 
-sys.path.insert(0, str(REPO / "tests"))
-
-import pdfgen  # noqa: E402
-import textgen  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from actors.messages import OcrRequest  # noqa: E402
 from actors.service import open_ocr_service  # noqa: E402
 from ocr.config import load_config  # noqa: E402
 from ocr.document import DocumentOptions  # noqa: E402
+from tests.support import (
+    pdfgen,  # noqa: E402
+    textgen,  # noqa: E402
+)
 
 DEFAULT_DPIS = (72, 100, 150, 200, 300)
 TEXT_SIZES = (6, 8, 10, 12)

@@ -46,9 +46,9 @@ import yaml
 from trio_websocket import open_websocket_url
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from reliability_support import (  # noqa: E402
+from tests.support.reliability import (  # noqa: E402
     JSON,
     b64,
     bad_input_cases,

@@ -9,8 +9,7 @@ import attrs
 import pytest
 
 from ocr.config import Config, load_config
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO, STANDIN
 
 
 def devdata_dir() -> Path | None:
@@ -75,10 +74,10 @@ def with_changes(config: Config, **sections: dict) -> Config:
     return attrs.evolve(config, **changes)
 
 
-# -- the HailoRT stand-in (tests/hailo_standin), for tests/test_hailo_*.py -----------------
+# -- the HailoRT stand-in (tests/hailo_standin), for tests/npu/test_hailo_*.py -----------------
 # Imported only inside these fixtures, so tests that do not ask for them never load it.
 
-HAILO_STANDIN = Path(__file__).resolve().parent / "hailo_standin"
+HAILO_STANDIN = STANDIN
 
 
 def _standin():
@@ -122,13 +121,13 @@ def hailo_files(hailo_model_dir):
 
 @pytest.fixture
 def device_manager(hailo_standin):
-    """A running TEST DOUBLE of hailo-device-manager (tests/fake_device_manager.py) on the
+    """A running TEST DOUBLE of hailo-device-manager (tests/support/fake_device_manager.py) on the
     stand-in, at a short socket path (a Unix socket's path is limited to 107 bytes);
     stopped, its socket gone, before the stand-in checks that the device is free."""
     import shutil
     import tempfile
 
-    from fake_device_manager import FakeDeviceManager
+    from tests.support.fake_device_manager import FakeDeviceManager
 
     directory = tempfile.mkdtemp(prefix="hdm-", dir="/tmp")
     # The real daemon waits 1000 ms for a job; the stand-in computes on a shared CPU.

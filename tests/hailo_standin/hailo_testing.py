@@ -1,6 +1,6 @@
 """Helpers for tests that run the Hailo backend on the HailoRT stand-in.
 
-Importable once ``tests/hailo_standin`` is on ``sys.path`` (``tests/test_hailo_*.py`` put
+Importable once ``tests/hailo_standin`` is on ``sys.path`` (``tests/npu/test_hailo_*.py`` put
 it there). Writes descriptor files (the stand-in's "HEFs") that run the PP-OCRv6 ONNX
 models shipped in the rapidocr wheel, the character list taken from the recognition
 model's own metadata, and a configuration pointing the service at them.
