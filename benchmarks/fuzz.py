@@ -39,7 +39,7 @@ from benchmarks.soak import REPO, spawn_server, stop_server
 
 sys.path.insert(0, str(REPO))
 
-from tests.support.reliability import (  # noqa: E402
+from tests.support.reliability import (
     error_body_problems,
     fuzz_request,
     random_json_value,

@@ -48,15 +48,13 @@ from trio_websocket import open_websocket_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.support.images import b64, data_uri, text_image  # noqa: E402
 from tests.support.reliability import (  # noqa: E402
     JSON,
-    b64,
     bad_input_cases,
-    data_uri,
     error_body_problems,
     multipart,
     proc_status,
-    words_image,
 )
 
 WORDS = ["HELLO", "WORLD", "TOTAL", "AMOUNT", "GARDEN", "WINDOW", "SILVER", "MARKET",
@@ -164,7 +162,7 @@ def _valid_request(rng: random.Random, images: dict[str, bytes]) -> tuple[str, b
     words = rng.sample(WORDS, rng.randint(1, 3))
     key = " ".join(words)
     if key not in images:
-        images[key] = words_image(words, rng.choice([".png", ".jpg"]))
+        images[key] = text_image(words, rng.choice([".png", ".jpg"]), scale=1.0)
     data = images[key]
     form = rng.randrange(3)
     if form == 0:
@@ -270,7 +268,7 @@ async def ws_client(n: int, ws_url: str, gate: Gate, t: Tally, seed: int) -> Non
                 if valid:
                     words = rng.sample(WORDS, rng.randint(1, 3))
                     key = " ".join(words)
-                    images.setdefault(key, words_image(words))
+                    images.setdefault(key, text_image(words, scale=1.0))
                     await ws.send_message(json.dumps({"id": i, "image": b64(images[key])}))
                 else:
                     await ws.send_message(rng.choice(

@@ -1,34 +1,57 @@
-"""Shared fixtures: the real-image folder, configurations, and a running service."""
+"""hailo-ocr's test suite: its layout, its rules, and the fixtures every folder shares.
+
+Layout. Tests mirror the source: ``tests/ocr``, ``tests/npu``, ``tests/actors``, ``tests/web``
+and ``tests/benchmarks`` test the package of the same name, each module named after the
+module it tests (``tests/ocr/test_recognition.py`` for ``ocr/recognition.py``).
+``tests/system`` holds what runs real processes and outside programs: ``hailo-ocr serve``
+and ``hailo-ocr read`` as subprocesses, signals, the real HAProxy, a real Chromium, the
+installer on a pretend host. A test of one module may still start one server subprocess
+where that module's behaviour needs it (``tests/web/test_server.py``'s SIGTERM test).
+
+Helpers. ``tests/support`` is the one home of everything the tests share that is not a
+test: images and encodings (``images``), servers and backends (``server``), fake devices
+(``fakes``, ``actor_harness``), the reliability cases (``reliability``, also used by
+``benchmarks/fuzz.py`` and ``soak.py``), rendered text and PDFs (``textgen``, ``pdfgen``),
+the install sandbox (``sandbox``), the hailo-device-manager double
+(``fake_device_manager``), configurations (``config``) and paths (``paths``). Import them
+as ``from tests.support.X import ...``; never ``from conftest import``: what is shared and
+not a fixture lives in ``tests/support``, what is a fixture is defined here and asked for
+by name.
+
+Finding the code. The checkout is on ``sys.path`` (``pythonpath = ["."]`` in
+pyproject.toml), so ``ocr``, ``npu``, ``actors``, ``web``, ``benchmarks`` and ``tests`` all
+import from the working tree; nothing is installed. Subprocess tests run
+``python -m web.cli`` with ``cwd=REPO`` (``tests.support.paths.REPO``), so the child
+imports the same tree.
+
+The HailoRT stand-in. ``tests/hailo_standin`` is a labelled TEST DOUBLE of HailoRT's
+``hailo_platform`` (same calls, shapes, statuses, failure modes). A test that needs it puts
+``tests.support.paths.STANDIN`` on ``sys.path`` (or on a subprocess's ``PYTHONPATH``) and
+asks for the ``hailo_standin`` fixture, which resets it and fails the test if a device is
+left held or a completion callback raised. The stand-in's path is added when such a module
+is imported, so in a whole run it is on ``sys.path`` from collection on.
+
+Real images. ``devdata`` tests (``@pytest.mark.devdata``, or the ``devdata`` fixture) read
+``../shared/devdata`` beside the checkout or ``$HAILO_OCR_DEVDATA``; without it they skip
+and say why (the images are research-use and never copied into the project). Other skips
+name what is missing: ``haproxy`` or root for the fleet test, Chromium for the browser
+test, a CJK font for Chinese text rendered at test time, ``systemd-analyze``, x86 for the
+denormal checks.
+
+Slow tests. ``@pytest.mark.slow`` marks tests that take more than a few seconds (server
+subprocesses, HAProxy, the browser, accuracy and benchmark cores). They still run in CI
+(``.ci/run``, tox, the whole suite in about five minutes on two cores);
+``-m "not slow"`` leaves them out while working.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import attrs
 import pytest
 
 from ocr.config import Config, load_config
-from tests.support.paths import REPO, STANDIN
-
-
-def devdata_dir() -> Path | None:
-    """``../shared/devdata`` beside the checkout (or ``$HAILO_OCR_DEVDATA``), if present."""
-    env = os.environ.get("HAILO_OCR_DEVDATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "devdata")
-    for c in candidates:
-        if (c / "score.py").is_file():
-            return c
-    return None
-
-
-DEVDATA = devdata_dir()
-DEVDATA_REASON = (
-    "the real-image tests need ../shared/devdata (research-use images that are never copied "
-    "into the project); it is beside the checkout on developer machines and in CI, "
-    "or set HAILO_OCR_DEVDATA to its path"
-)
+from tests.support.paths import DEVDATA, DEVDATA_REASON, STANDIN
 
 
 @pytest.fixture(scope="session")
@@ -68,23 +91,15 @@ def config() -> Config:
     return load_config(env={})
 
 
-def with_changes(config: Config, **sections: dict) -> Config:
-    """``config`` with some keys of some sections replaced."""
-    changes = {name: attrs.evolve(getattr(config, name), **keys) for name, keys in sections.items()}
-    return attrs.evolve(config, **changes)
-
-
-# -- the HailoRT stand-in (tests/hailo_standin), for tests/npu/test_hailo_*.py -----------------
+# -- the HailoRT stand-in (tests/hailo_standin), for tests/npu/test_hailo_*.py ----------
 # Imported only inside these fixtures, so tests that do not ask for them never load it.
-
-HAILO_STANDIN = STANDIN
 
 
 def _standin():
     import sys
 
-    if str(HAILO_STANDIN) not in sys.path:
-        sys.path.insert(0, str(HAILO_STANDIN))
+    if str(STANDIN) not in sys.path:
+        sys.path.insert(0, str(STANDIN))
     from hailo_platform import _standin as standin
 
     return standin

@@ -10,7 +10,8 @@ from actors.cache import ResultCache, cache_key, estimate_size
 from actors.messages import OcrResult, Region, Timings
 from ocr.config import CacheConfig
 from tests.support.config import with_changes
-from tests.support.server import b64, fast, text_image, words_of
+from tests.support.images import b64, text_image
+from tests.support.server import fast, words_of
 from web.app import create_app, get_state
 
 

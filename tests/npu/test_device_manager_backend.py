@@ -39,7 +39,8 @@ from npu.errors import (  # noqa: E402
     DeviceTimeout,
     InferenceError,
 )
-from tests.support.server import WORDS, serve_subprocess, text_image, wait_until  # noqa: E402
+from tests.support.images import text_image
+from tests.support.server import WORDS, serve_subprocess, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("hailo_standin")
 

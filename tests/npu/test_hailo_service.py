@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.support import textgen
+from tests.support.images import encode
 from tests.support.paths import REPO, STANDIN
 
 sys.path.insert(0, str(STANDIN))
@@ -47,12 +48,6 @@ def hcfg(config, hailo_files):
     )
 
 
-def _png(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    return buf.tobytes()
-
-
 def long_line_image(text: str) -> bytes:
     """One line of ``text`` in black on white, 40 px high letters."""
     scale, thick = 1.0, 2
@@ -60,7 +55,7 @@ def long_line_image(text: str) -> bytes:
     img = np.full((h + 60, w + 60, 3), 255, np.uint8)
     cv2.putText(img, text, (30, h + 30), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick,
                 cv2.LINE_AA)
-    return _png(img)
+    return encode(img)
 
 
 def bag_f1(pred: Counter, ref: Counter) -> float:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.support.images import encode
 from tests.support.paths import STANDIN
 
 sys.path.insert(0, str(STANDIN))
@@ -39,12 +40,6 @@ pytestmark = pytest.mark.usefixtures("hailo_standin")
 @pytest.fixture
 def hcfg(config, hailo_files):
     return hailo_config(config, hailo_files, timeout_ms=20000)
-
-
-def _png(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    return buf.tobytes()
 
 
 def bag_f1(pred: Counter, ref: Counter) -> float:
@@ -96,7 +91,7 @@ async def test_a_tall_receipt_is_read_in_tiles_and_a_seam_line_once(config, hcfg
     assert min(DET_SHAPE[0] / img.shape[0], DET_SHAPE[1] / img.shape[1]) < 0.31
     async with open_ocr_service(hcfg) as service:
         before = _standin.jobs_run(str(hailo_files.det))
-        r = await service.extract(OcrRequest(_png(img), ("en",)))
+        r = await service.extract(OcrRequest(encode(img), ("en",)))
         det_jobs = _standin.jobs_run(str(hailo_files.det)) - before
     assert det_jobs == len(plan.tiles) >= 3  # one job per tile (batch_size_det 1)
     assert line_f1(r.regions, lines) >= 0.9, r.text
@@ -115,7 +110,7 @@ async def test_tiles_go_to_the_device_in_batches_of_batch_size_det(config, hailo
     async with open_ocr_service(cfg) as service:
         assert service.info.kind == "hailo"
         before = _standin.jobs_run(str(hailo_files.det))
-        r = await service.extract(OcrRequest(_png(img), ("en",)))
+        r = await service.extract(OcrRequest(encode(img), ("en",)))
         det_jobs = _standin.jobs_run(str(hailo_files.det)) - before
     assert det_jobs == -(-n_tiles // 4) < n_tiles
     assert line_f1(r.regions, lines) >= 0.9, r.text
@@ -129,7 +124,7 @@ async def test_a_landscape_image_is_still_one_letterbox(config, hcfg, hailo_file
                 cv2.LINE_AA)
     async with open_ocr_service(hcfg) as service:
         before = _standin.jobs_run(str(hailo_files.det))
-        r = await service.extract(OcrRequest(_png(img), ("en",)))
+        r = await service.extract(OcrRequest(encode(img), ("en",)))
         assert _standin.jobs_run(str(hailo_files.det)) - before == 1
     assert r.text.replace(" ", "") == "LANDSCAPE2024"
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import struct
 import time
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from ocr.errors import (
     OcrInputError,
     UnsupportedImageFormat,
 )
+from tests.support.images import png_header_only
 
 LIMIT = 40_000_000
 
@@ -125,21 +124,8 @@ def test_grey_alpha_is_flattened_over_white():
     assert (out[0, 0] == 255).all() and (out[5, 5] == 0).all()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` with one tiny IDAT chunk."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_pixel_limit_is_checked_from_the_header_before_decoding():
-    data = _png_header_only(50_000, 50_000)
+    data = png_header_only(50_000, 50_000)
     assert len(data) < 200
     tracemalloc.start()
     t0 = time.perf_counter()

@@ -26,8 +26,9 @@ import yaml
 
 from ocr.config import ConfigError, config_to_dict, load_config
 from tests.support import textgen
+from tests.support.images import b64, text_image
 from tests.support.paths import REPO
-from tests.support.server import b64, text_image, wait_listening, words_of
+from tests.support.server import wait_listening, words_of
 
 ORIGINAL_CONFIG = """\
 server:

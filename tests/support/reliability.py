@@ -10,19 +10,18 @@ test client, httpx against a real server, and ``http.client`` in the scripts ali
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
 import random
-import struct
-import zlib
 from pathlib import Path
 
 import attrs
 import cv2
 import numpy as np
 from PIL import Image
+
+from tests.support.images import b64, data_uri, encode, gif_image, png_header_only, text_image
 
 #: Strings that must never appear in an error body: tracebacks and host paths.
 LEAKS = (
@@ -81,51 +80,6 @@ def assert_error_body(status: int, body: bytes, want_status: int | None = None,
 # -- images ------------------------------------------------------------------------------
 
 
-def encode(img: np.ndarray, ext: str = ".png") -> bytes:
-    ok, buf = cv2.imencode(ext, img)
-    assert ok
-    return buf.tobytes()
-
-
-def words_image(words: list[str], ext: str = ".png", scale: float = 1.0) -> bytes:
-    """Black Hershey text on white: one word per line. Small and quick to read."""
-    line_h = int(44 * scale)
-    width = max(120, max(len(w) for w in words) * int(24 * scale) + 40)
-    img = np.full((line_h * len(words) + 30, width, 3), 255, np.uint8)
-    for i, word in enumerate(words):
-        y = 15 + line_h * (i + 1) - int(12 * scale)
-        cv2.putText(img, word, (20, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2,
-                    cv2.LINE_AA)
-    return encode(img, ext)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG whose IHDR declares ``width`` x ``height``: a decompression bomb's header
-    (the IDAT holds one row of zeros; the rest never exists)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
-def gif_bytes() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), (255, 0, 0)).save(out, "GIF")
-    return out.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def data_uri(data: bytes, media_type: str) -> str:
-    return f"data:{media_type};base64,{b64(data)}"
-
-
 SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="100" '
        b'height="40"><text x="5" y="30">HELLO</text></svg>')
 PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
@@ -180,8 +134,8 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
     clients label every image ``image/jpeg``). Bytes that are not an image are still
     refused, whatever type they declare.
     """
-    png = words_image(["HELLO"])
-    jpg = words_image(["HELLO"], ".jpg")
+    png = text_image(["HELLO"], scale=1.0)
+    jpg = text_image(["HELLO"], ".jpg", scale=1.0)
     tiny = encode(np.zeros((1, 1, 3), np.uint8))
     rnd = random.Random(7).randbytes(3000)
     cases = [
@@ -224,7 +178,7 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
         Case("PNG declaring 0x0", json_body({"image": b64(png_header_only(0, 0))}), JSON, 400,
              "invalid_image"),
         Case("1x1 image", json_body({"image": b64(tiny)}), JSON, 400, "image_too_small"),
-        Case("GIF", json_body({"image": b64(gif_bytes())}), JSON, 415,
+        Case("GIF", json_body({"image": b64(gif_image())}), JSON, 415,
              "unsupported_media_type"),
         Case("data URI: damaged PDF declared as PNG (the bytes decide)",
              json_body({"image": data_uri(PDF, "image/png")}), JSON, 400, "invalid_pdf"),
@@ -234,7 +188,7 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
              json_body({"image": data_uri(png, "image/gif")}), JSON, 200, None),
         Case("data URI: PNG declared as text (accepted: the bytes decide)",
              json_body({"image": data_uri(png, "text/plain")}), JSON, 200, None),
-        Case("data URI: GIF declared as PNG", json_body({"image": data_uri(gif_bytes(),
+        Case("data URI: GIF declared as PNG", json_body({"image": data_uri(gif_image(),
              "image/png")}), JSON, 415, "unsupported_media_type"),
         Case("data URI: JPEG declared as PNG (accepted: the bytes decide)",
              json_body({"image": data_uri(jpg, "image/png")}), JSON, 200, None),
@@ -286,7 +240,7 @@ def bad_input_cases(max_body_bytes: int) -> list[Case]:
              {"Content-Type": "application/x-www-form-urlencoded"}, 400, "missing_field"),
         Case("raw PNG, form-encoded (accepted: curl --data-binary)", png,
              {"Content-Type": "application/x-www-form-urlencoded"}, 200, None),
-        Case("raw GIF body", gif_bytes(), {"Content-Type": "image/gif"}, 415,
+        Case("raw GIF body", gif_image(), {"Content-Type": "image/gif"}, 415,
              "unsupported_media_type"),
         Case("raw random body", rnd, {"Content-Type": "application/octet-stream"}, 400,
              "invalid_image"),
@@ -327,7 +281,7 @@ def document_cases() -> list[Case]:
     broken = pdfgen.make_pdf([pdfgen.PageSpec(broken=True)])
     tiny = pdfgen.make_pdf([pdfgen.PageSpec(width=0.5, height=0.5)])
     frames = pdfgen.multipage_tiff([
-        cv2.imdecode(np.frombuffer(words_image([w]), np.uint8), cv2.IMREAD_COLOR)
+        cv2.imdecode(np.frombuffer(text_image([w], scale=1.0), np.uint8), cv2.IMREAD_COLOR)
         for w in ("HELLO", "WORLD")
     ])
     cut = two[: len(two) // 3]
@@ -368,8 +322,8 @@ def document_cases() -> list[Case]:
         Case("pdf_text a number", doc(two, pdf_text=1), JSON, 400, "invalid_field"),
         Case("raw PDF, bad pages in the query", two, pdf_type, 400, "invalid_field",
              path=EXTRACT + "?pages=x"),
-        Case("PDF declared, PNG sent (accepted: the bytes decide)", words_image(["HELLO"]),
-             pdf_type, 200, None),
+        Case("PDF declared, PNG sent (accepted: the bytes decide)",
+             text_image(["HELLO"], scale=1.0), pdf_type, 200, None),
     ]
 
 
@@ -479,7 +433,7 @@ def random_multipart(rng: random.Random, images: list[bytes]) -> tuple[bytes, di
 
 def seed_images() -> list[bytes]:
     """Small real encodings of a text image in every accepted format (the fuzz seeds)."""
-    img = cv2.imdecode(np.frombuffer(words_image(["HELLO", "FUZZ"]), np.uint8),
+    img = cv2.imdecode(np.frombuffer(text_image(["HELLO", "FUZZ"], scale=1.0), np.uint8),
                        cv2.IMREAD_COLOR)
     out = [encode(img, ext) for ext in (".png", ".jpg", ".bmp", ".webp", ".tiff")]
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)

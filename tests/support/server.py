@@ -3,7 +3,6 @@ fail on cue, and a real Hypercorn server on a free loopback port inside the test
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import re
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cv2
 import httpx
 import numpy as np
 import trio
@@ -30,6 +28,7 @@ from PIL import Image
 from npu.backend import BackendFactory
 from npu.onnx_backend import OnnxBackend
 from ocr.config import Config
+from tests.support.images import gif_image, text_image
 from web.app import AppState, create_app, get_state
 from web.client import InputFile
 from web.server import hypercorn_config
@@ -41,19 +40,6 @@ WORDS = [
     "HELLO", "WORLD", "INVOICE", "TOTAL", "AMOUNT", "NUMBER", "ORANGE", "PURPLE", "GARDEN",
     "WINDOW", "SILVER", "MARKET", "CASTLE", "RIVER", "FOREST", "PLANET", "BRIDGE", "ROCKET",
 ]
-
-
-def text_image(lines: list[str], *, fmt: str = ".png", scale: float = 1.2) -> bytes:
-    """Black text lines on white, one per row, encoded as ``fmt``."""
-    line_h = int(44 * scale)
-    width = max(200, max(len(t) for t in lines) * int(24 * scale) + 60)
-    img = np.full((line_h * len(lines) + 40, width, 3), 255, np.uint8)
-    for i, text in enumerate(lines):
-        y = 20 + line_h * (i + 1) - int(12 * scale)
-        cv2.putText(img, text, (30, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
-    ok, buf = cv2.imencode(fmt, img)
-    assert ok
-    return buf.tobytes()
 
 
 def write_pages(
@@ -110,13 +96,6 @@ def write_image_folder(root: Path) -> dict[str, list[str] | str]:
     return expected
 
 
-def gif_image() -> bytes:
-    """A real (tiny) GIF: an image format the service does not accept."""
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8), (255, 0, 0)).save(out, "GIF")
-    return out.getvalue()
-
-
 async def wait_until(predicate: Callable[[], object], within_s: float = 20.0) -> None:
     """Poll ``predicate`` (sync or async) until it is truthy; fail after ``within_s``."""
     with trio.fail_after(within_s):
@@ -158,14 +137,6 @@ async def start_serve(
             cwd=REPO, **popen,
         )
     return proc, await wait_listening(proc, log_path), log_path
-
-
-def data_uri(data: bytes, media_type: str = "image/png") -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def words_of(text: str) -> list[str]:

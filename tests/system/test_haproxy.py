@@ -43,8 +43,9 @@ import yaml
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from ocr.config import Config, ServerConfig
+from tests.support.images import text_image
 from tests.support.paths import REPO
-from tests.support.server import WORDS, text_image, wait_listening, words_of
+from tests.support.server import WORDS, wait_listening, words_of
 from web.server import hypercorn_config
 
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"

@@ -28,8 +28,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests.support.images import text_image
 from tests.support.reliability import assert_error_body, children_of, proc_status
-from tests.support.server import WORDS, start_serve, text_image, wait_until, words_of
+from tests.support.server import WORDS, start_serve, wait_until, words_of
 
 GRACE_S = 60.0
 DRAIN_S = 3.0

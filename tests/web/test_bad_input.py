@@ -14,18 +14,15 @@ import time
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests.support.images import b64, data_uri, png_header_only, text_image
 from tests.support.reliability import (
     EXTRACT,
     JSON,
     assert_error_body,
-    b64,
     bad_input_cases,
-    data_uri,
     json_body,
     multipart,
-    png_header_only,
     proc_status,
-    words_image,
 )
 from tests.support.server import fast, running_server, words_of
 from web.app import create_app, get_state
@@ -39,7 +36,7 @@ def small_limits(config):
 
 async def _valid_requests_until(done: trio.Event, post, answers: list[int]) -> None:
     """Keep sending one valid image until ``done``; record each status."""
-    image = json_body({"image": b64(words_image(["HELLO"]))})
+    image = json_body({"image": b64(text_image(["HELLO"], scale=1.0))})
     while not done.is_set():
         status, body = await post(image)
         assert status == 200, body[:300]
@@ -78,7 +75,7 @@ async def test_every_bad_input_gets_its_4xx_while_valid_requests_keep_working(co
             done.set()
         assert valid, "valid requests ran alongside the bad ones"
         # ... and after them.
-        status, body = await post_valid(json_body({"image": b64(words_image(["WORLD"]))}))
+        status, body = await post_valid(json_body({"image": b64(text_image(["WORLD"], scale=1.0))}))
         assert status == 200 and words_of(json.loads(body)["text"]) == ["WORLD"]
         stats = get_state(app).service.statistics()
         assert stats.requests_in_flight == 0
@@ -181,7 +178,7 @@ async def test_bad_inputs_over_a_real_socket(config):
                     assert _status_and_body(raw)[0] < 500, raw[:200]
 
             # Still serving, with nothing stuck in flight.
-            r = await http.post(EXTRACT, json={"image": b64(words_image(["HELLO"]))})
+            r = await http.post(EXTRACT, json={"image": b64(text_image(["HELLO"], scale=1.0))})
             assert r.status_code == 200 and words_of(r.json()["text"]) == ["HELLO"]
             assert (await http.get("/health")).json()["requests_in_flight"] == 0
 
@@ -200,8 +197,8 @@ async def test_websocket_binary_and_non_json_frames_over_a_real_socket(config):
                 ("[" * 10000 + "]" * 10000, "invalid_json"),
                 ("\"just a string\"", "invalid_message"),
                 (json.dumps({"id": "x", "image": b64(b"%PDF-1.4 nope")}), "invalid_pdf"),
-                (json.dumps({"id": "y", "image": b64(words_image(["HELLO"])), "pages": "x"}),
-                 "invalid_field"),
+                (json.dumps({"id": "y", "image": b64(text_image(["HELLO"], scale=1.0)),
+                             "pages": "x"}), "invalid_field"),
             ]
             for frame, code in frames:
                 await ws.send_message(frame)
@@ -213,7 +210,8 @@ async def test_websocket_binary_and_non_json_frames_over_a_real_socket(config):
                 for leak in ("Traceback", "/work/", 'File "'):
                     assert leak not in json.dumps(event)
             # The socket is still open and still reads images.
-            await ws.send_message(json.dumps({"id": "ok", "image": b64(words_image(["HELLO"]))}))
+            hello = b64(text_image(["HELLO"], scale=1.0))
+            await ws.send_message(json.dumps({"id": "ok", "image": hello}))
             with trio.fail_after(60):
                 while True:
                     event = json.loads(await ws.get_message())

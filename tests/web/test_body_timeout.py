@@ -18,7 +18,8 @@ import time
 import httpx
 import trio
 
-from tests.support.server import WORDS, fast, running_server, text_image, words_of
+from tests.support.images import text_image
+from tests.support.server import WORDS, fast, running_server, words_of
 
 READ_TIMEOUT_S = 1.5
 STALLED = 100

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from ocr.config import config_to_dict, load_config
+from tests.support.images import text_image
 from tests.support.paths import REPO
-from tests.support.server import text_image, words_of
+from tests.support.server import words_of
 from web.cli import build_parser, main
 
 

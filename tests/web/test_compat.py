@@ -27,15 +27,8 @@ from trio_websocket import open_websocket_url
 from werkzeug.datastructures import FileStorage
 
 from npu.errors import DeviceFault
-from tests.support.server import (
-    b64,
-    fails_once,
-    fast,
-    running_server,
-    text_image,
-    wait_until,
-    words_of,
-)
+from tests.support.images import b64, text_image
+from tests.support.server import fails_once, fast, running_server, wait_until, words_of
 from web.app import create_app
 
 EXTRACT = "/v1/ocr/extract"

@@ -6,7 +6,6 @@ pages, and both in one file."""
 
 from __future__ import annotations
 
-import base64
 import json
 import weakref
 
@@ -16,6 +15,7 @@ from trio_websocket import open_websocket_url
 
 import ocr.document
 from tests.support import pdfgen, textgen
+from tests.support.images import b64
 from tests.support.server import fast, running_server, words_of
 
 PAGE = (320.0, 200.0)  # points: small pages read quickly
@@ -42,10 +42,6 @@ def mixed_pdf() -> bytes:
         pdfgen.text_page(["LAST PAGE"], 20, top=30, left=30, page=PAGE),
         pdfgen.PageSpec(broken=True),
     ])
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _check_mixed(body: dict, pdf_text: str = "auto") -> None:
@@ -84,9 +80,9 @@ async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path)
         base_url=server.url, timeout=120
     ) as http:
         answers = {
-            "json base64": await http.post("/v1/ocr/extract", json={"image": _b64(pdf)}),
+            "json base64": await http.post("/v1/ocr/extract", json={"image": b64(pdf)}),
             "json data uri": await http.post("/v1/ocr/extract", json={
-                "image": "data:application/pdf;base64," + _b64(pdf), "languages": ["en"]}),
+                "image": "data:application/pdf;base64," + b64(pdf), "languages": ["en"]}),
             "file url": await http.post("/v1/ocr/extract", json={
                 "image": (tmp_path / "doc.pdf").as_uri()}),
             "multipart": await http.post("/v1/ocr/extract", files={
@@ -98,7 +94,7 @@ async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path)
             assert r.status_code == 200, (name, r.text[:300])
             _check_mixed(r.json())
         # pages / dpi / pdf_text through each kind of field.
-        ocr_all = await http.post("/v1/ocr/extract", json={"image": _b64(pdf), "pdf_text": "ocr"})
+        ocr_all = await http.post("/v1/ocr/extract", json={"image": b64(pdf), "pdf_text": "ocr"})
         _check_mixed(ocr_all.json(), "ocr")
         some = await http.post("/v1/ocr/extract?pages=2-3&dpi=100", content=pdf,
                                headers={"Content-Type": "application/pdf"})
@@ -111,12 +107,12 @@ async def test_every_input_path_reads_a_mixed_pdf_page_by_page(config, tmp_path)
             assert body["pages"][0]["image_size"] == {"width": 444, "height": 278}
             assert body["text"] == body["pages"][0]["text"] and not body["warnings"]
         text_only = (await http.post("/v1/ocr/extract", json={
-            "image": _b64(pdf), "pages": "1-2", "pdf_text": "text"})).json()
+            "image": b64(pdf), "pages": "1-2", "pdf_text": "text"})).json()
         assert [p["source"] for p in text_only["pages"]] == ["text_layer", "text_layer"]
         assert text_only["pages"][1]["lines"] == []  # a scan has no text layer
         # A single image answers as it always did: no pages, no page in regions.
         png = textgen.encode(pdfgen.render_lines(SCAN_LINES, 20, 150, page=PAGE, font=_font()))
-        image = (await http.post("/v1/ocr/extract", json={"image": _b64(png)})).json()
+        image = (await http.post("/v1/ocr/extract", json={"image": b64(png)})).json()
         assert "pages" not in image and all("page" not in r for r in image["regions"])
         metrics = (await http.get("/metrics")).text
         spec = (await http.get("/openapi.json")).json()
@@ -147,7 +143,7 @@ async def test_a_multi_page_tiff_is_read_frame_by_frame(config):
     async with running_server(fast(config)) as server, httpx.AsyncClient(
         base_url=server.url, timeout=120
     ) as http:
-        body = (await http.post("/v1/ocr/extract", json={"image": _b64(tiff)})).json()
+        body = (await http.post("/v1/ocr/extract", json={"image": b64(tiff)})).json()
     assert [p["page"] for p in body["pages"]] == [1, 2]
     for page, lines in zip(body["pages"], (TEXT_LINES, SCAN_LINES), strict=True):
         assert [words_of(t) for t in page["lines"]] == [words_of(t) for t in lines]
@@ -161,7 +157,7 @@ async def test_websocket_streams_page_events_and_lines_carry_their_page(config):
     async with running_server(fast(config)) as server, open_websocket_url(
         server.ws_url + "/v1/ocr/stream"
     ) as ws:
-        await ws.send_message(json.dumps({"id": 9, "image": _b64(pdf), "pages": "1-3"}))
+        await ws.send_message(json.dumps({"id": 9, "image": b64(pdf), "pages": "1-3"}))
         events = []
         with trio.fail_after(120):
             while not events or events[-1]["type"] not in ("done", "error"):
@@ -198,7 +194,7 @@ async def test_bad_documents_get_their_4xx(config):
         base_url=server.url, timeout=120
     ) as http:
         async def post(doc, **fields):
-            r = await http.post("/v1/ocr/extract", json={"image": _b64(doc), **fields})
+            r = await http.post("/v1/ocr/extract", json={"image": b64(doc), **fields})
             return r.status_code, r.json()
 
         status, body = await post(locked)
@@ -241,7 +237,7 @@ async def test_a_long_document_holds_only_a_few_rendered_pages_at_once(config, m
         base_url=server.url, timeout=300
     ) as http:
         r = await http.post("/v1/ocr/extract", json={
-            "image": _b64(pdf), "pdf_text": "ocr", "dpi": 100})
+            "image": b64(pdf), "pdf_text": "ocr", "dpi": 100})
         stage = server.state.service._orchestrator._image_stage.total_tokens
     body = r.json()
     assert r.status_code == 200, body

@@ -12,8 +12,9 @@ import re
 import trio
 import yaml
 
+from tests.support.images import b64, text_image
 from tests.support.paths import REPO
-from tests.support.reliability import EXTRACT, JSON, assert_error_body, json_body, words_image
+from tests.support.reliability import EXTRACT, JSON, assert_error_body, json_body
 from tests.support.server import fast, running_server, words_of
 from web.app import create_app
 
@@ -21,7 +22,7 @@ from web.app import create_app
 async def test_file_urls_cannot_escape_the_root(config, tmp_path):
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
-    png = words_image(["HELLO"])
+    png = text_image(["HELLO"], scale=1.0)
     (root / "sub" / "ok.png").write_bytes(png)
     sibling = tmp_path / "root2"  # shares the root's name as a prefix
     sibling.mkdir()
@@ -148,17 +149,11 @@ async def test_a_valid_request_works_with_the_token_over_a_socket(config):
     cfg = fast(config, server={"auth_token": "tok-123"})
     async with running_server(cfg) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-            r = await http.post(EXTRACT, json={"image": _b64(words_image(["HELLO"]))},
+            r = await http.post(EXTRACT, json={"image": b64(text_image(["HELLO"], scale=1.0))},
                                 headers={"Authorization": "Bearer tok-123"})
             assert r.status_code == 200 and words_of(r.json()["text"]) == ["HELLO"]
-            r = await http.post(EXTRACT, json={"image": _b64(words_image(["HELLO"]))})
+            r = await http.post(EXTRACT, json={"image": b64(text_image(["HELLO"], scale=1.0))})
             assert_error_body(r.status_code, r.content, 401, "unauthorized")
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
 
 
 def test_pi_config_listening_on_all_interfaces_explains_the_token():

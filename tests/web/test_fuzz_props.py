@@ -17,6 +17,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.images import text_image
 from tests.support.reliability import (
     EXTRACT,
     JSON,
@@ -24,7 +25,6 @@ from tests.support.reliability import (
     multipart,
     seed_documents,
     seed_images,
-    words_image,
 )
 from tests.support.server import fast
 from web.app import create_app, get_state
@@ -166,7 +166,7 @@ async def test_document_options_never_get_a_5xx(config):
     import cv2
     import numpy as np
 
-    img = cv2.imdecode(np.frombuffer(words_image(["HELLO"]), np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(text_image(["HELLO"], scale=1.0), np.uint8), cv2.IMREAD_COLOR)
     seeds = seed_documents(img)
     docs = [seeds[2], seeds[4]]  # two pages each: a PDF (text, then a scan) and a TIFF
     seen: list[int] = []

@@ -9,7 +9,8 @@ import time
 import httpx
 import trio
 
-from tests.support.reliability import assert_error_body, b64, words_image
+from tests.support.images import b64, text_image
+from tests.support.reliability import assert_error_body
 from tests.support.server import ControlledBackend, fast, running_server, wait_until, words_of
 
 
@@ -17,7 +18,7 @@ async def test_twenty_at_once_against_a_limit_of_two(config):
     cfg = fast(config, server={"max_in_flight": 2})
     gate = trio.Event()
     backend = ControlledBackend(cfg, det_gate=gate)  # holds the admitted two in detection
-    image = b64(words_image(["HELLO"]))
+    image = b64(text_image(["HELLO"], scale=1.0))
     answers: list[tuple[int, bytes, dict, float]] = []
     async with running_server(cfg, {"cpu": lambda _ids: backend}) as server:
         service = server.state.service

@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors.messages import OcrResult, Region, Timings
 from npu.errors import DeviceFault
 from tests.support.config import with_changes
+from tests.support.images import b64, data_uri, text_image
 from tests.support.paths import REPO
-from tests.support.server import ControlledBackend, b64, data_uri, fast, text_image
+from tests.support.server import ControlledBackend, fast
 from web.app import create_app
 from web.metrics import Metrics, _histogram_from_counts
 

@@ -8,8 +8,9 @@ import re
 from html.parser import HTMLParser
 
 from tests.support.config import with_changes
+from tests.support.images import data_uri, text_image
 from tests.support.paths import REPO
-from tests.support.server import data_uri, fast, text_image
+from tests.support.server import fast
 from web.app import create_app
 from web.page import STATIC_DIR
 

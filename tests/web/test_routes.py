@@ -7,8 +7,6 @@ import io
 import json
 import os
 import re
-import struct
-import zlib
 from contextlib import asynccontextmanager
 
 import pytest
@@ -16,17 +14,8 @@ import trio
 from werkzeug.datastructures import FileStorage
 
 from npu.errors import DeviceFault
-from tests.support.server import (
-    ControlledBackend,
-    b64,
-    data_uri,
-    fails_once,
-    fast,
-    gif_image,
-    text_image,
-    wait_until,
-    words_of,
-)
+from tests.support.images import b64, data_uri, gif_image, png_header_only, text_image
+from tests.support.server import ControlledBackend, fails_once, fast, wait_until, words_of
 from web.app import create_app, get_state
 
 LEAKS = ("Traceback", "/work/", "/root/", "/tmp/", "site-packages", 'File "')
@@ -231,23 +220,6 @@ async def test_unknown_language_rejected_is_422_naming_the_supported_ones(config
         assert "'fr'" in body["error"] and "en" in body["error"] and "zh" in body["error"]
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels and holds a few bytes of data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 async def test_bad_input_gets_the_right_4xx(config):
     png = text_image(["HELLO"])
     gif = gif_image()
@@ -371,7 +343,7 @@ async def test_size_limits_are_413(config):
             },
         )
         await assert_error(r, 413, "image_too_large")
-        bomb = _png_header_only(20_000, 20_000)
+        bomb = png_header_only(20_000, 20_000)
         assert len(bomb) < 200
         body = await assert_error(
             await post_json(client, {"image": b64(bomb)}), 413, "image_too_large"

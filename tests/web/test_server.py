@@ -13,18 +13,9 @@ import httpx
 import pytest
 import trio
 
+from tests.support.images import b64, data_uri, text_image
 from tests.support.paths import REPO
-from tests.support.server import (
-    WORDS,
-    b64,
-    data_uri,
-    fast,
-    running_server,
-    start_serve,
-    text_image,
-    wait_until,
-    words_of,
-)
+from tests.support.server import WORDS, fast, running_server, start_serve, wait_until, words_of
 
 
 async def test_every_endpoint_over_http(config):

@@ -12,14 +12,12 @@ import trio
 from quart.testing.connections import WebsocketResponseError
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests.support.images import b64, data_uri, text_image
 from tests.support.server import (
     WORDS,
     ControlledBackend,
-    b64,
-    data_uri,
     fast,
     running_server,
-    text_image,
     wait_until,
     words_of,
 )
