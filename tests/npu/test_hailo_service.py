@@ -35,6 +35,7 @@ from npu.errors import (  # noqa: E402
     DeviceNotFound,
     DeviceTimeout,
 )
+from tests.support.compare import bag_f1, english_only, read_on_each  # noqa: E402
 from tests.support.server import serve_subprocess, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("hailo_standin")
@@ -58,14 +59,6 @@ def long_line_image(text: str) -> bytes:
     return encode(img)
 
 
-def bag_f1(pred: Counter, ref: Counter) -> float:
-    tp = sum((pred & ref).values())
-    if not tp:
-        return 0.0
-    p, r = tp / sum(pred.values()), tp / sum(ref.values())
-    return 2 * p * r / (p + r)
-
-
 # --- reading real images ---------------------------------------------------------------------
 
 
@@ -75,20 +68,11 @@ async def test_hailo_path_reads_real_images_like_the_cpu_backend(devdata, devdat
                                                                   hcfg):
     score = devdata_score
     images = [devdata / "rapidocr_tests" / "en.jpg", devdata / "sroie_dev" / "images" / "006.jpg"]
-    onnx_cfg = attrs.evolve(
-        config, ocr=attrs.evolve(config.ocr, languages=("en",), default_language="en")
-    )
-    bags: dict[str, list[Counter]] = {}
-    pages: dict[str, list[str]] = {}
-    for name, cfg in (("hailo", hcfg), ("onnx", onnx_cfg)):
-        async with open_ocr_service(cfg) as service:
-            assert service.info.kind == name
-            results, texts = [], []
-            for path in images:
-                r = await service.extract(OcrRequest(path.read_bytes(), ("en",)))
-                results.append(Counter(w for reg in r.regions for w in score.tokens(reg.text)))
-                texts.append("".join("".join(reg.text.split()) for reg in r.regions))
-            bags[name], pages[name] = results, texts
+    results = await read_on_each({"hailo": hcfg, "onnx": english_only(config)}, images)
+    bags = {kind: [Counter(w for reg in r.regions for w in score.tokens(reg.text)) for r in rs]
+            for kind, rs in results.items()}
+    pages = {kind: ["".join("".join(reg.text.split()) for reg in r.regions) for r in rs]
+             for kind, rs in results.items()}
     hailo_all = sum(bags["hailo"], Counter())
     onnx_all = sum(bags["onnx"], Counter())
     assert sum(onnx_all.values()) > 150  # the images really have text

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
-import attrs
 import cv2
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from actors.messages import OcrRequest  # noqa: E402
 from actors.orchestrator import PipelineSettings  # noqa: E402
 from actors.service import open_ocr_service  # noqa: E402
 from ocr.tiling import plan_tiles  # noqa: E402
+from tests.support.compare import bag_f1, english_only, read_on_each  # noqa: E402
 
 #: Tall SROIE receipts the single letterbox reads worst (word F1 against the CPU backend:
 #: 0.19, 0.70 and 0.78 before tiling).
@@ -40,14 +40,6 @@ pytestmark = pytest.mark.usefixtures("hailo_standin")
 @pytest.fixture
 def hcfg(config, hailo_files):
     return hailo_config(config, hailo_files, timeout_ms=20000)
-
-
-def bag_f1(pred: Counter, ref: Counter) -> float:
-    tp = sum((pred & ref).values())
-    if not tp:
-        return 0.0
-    p, r = tp / sum(pred.values()), tp / sum(ref.values())
-    return 2 * p * r / (p + r)
 
 
 def line_f1(regions, lines: list[str]) -> float:
@@ -135,19 +127,10 @@ async def test_tall_receipts_read_like_the_cpu_backend(devdata, devdata_score, c
                                                        hailo_files):
     score = devdata_score
     paths = [devdata / "sroie_dev" / "images" / name for name in TALL_RECEIPTS]
-    onnx_cfg = attrs.evolve(
-        config, ocr=attrs.evolve(config.ocr, languages=("en",), default_language="en")
-    )
-    bags: dict[str, list[Counter]] = {}
-    regions: dict[str, list[int]] = {}
-    for name, cfg in (("hailo", hcfg), ("onnx", onnx_cfg)):
-        async with open_ocr_service(cfg) as service:
-            assert service.info.kind == name
-            bags[name], regions[name] = [], []
-            for path in paths:
-                r = await service.extract(OcrRequest(path.read_bytes(), ("en",)))
-                bags[name].append(Counter(w for reg in r.regions for w in score.tokens(reg.text)))
-                regions[name].append(len(r.regions))
+    results = await read_on_each({"hailo": hcfg, "onnx": english_only(config)}, paths)
+    bags = {kind: [Counter(w for reg in r.regions for w in score.tokens(reg.text)) for r in rs]
+            for kind, rs in results.items()}
+    regions = {kind: [len(r.regions) for r in rs] for kind, rs in results.items()}
     assert _standin.jobs_run(str(hailo_files.det)) >= 1 + 2 * len(paths)  # warm-up + tiles
     for i, name in enumerate(TALL_RECEIPTS):
         assert sum(bags["onnx"][i].values()) > 60  # the receipts really have text
