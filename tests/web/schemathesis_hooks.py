@@ -1,7 +1,7 @@
-"""A Schemathesis check for ``tests/test_openapi.py`` (loaded with ``SCHEMATHESIS_HOOKS``).
+"""A Schemathesis check for ``tests/web/test_openapi.py`` (loaded with ``SCHEMATHESIS_HOOKS``).
 
 JSON Schema can say what shape a request has but not which bytes are an image, so
-``tests/schemathesis.toml`` lets a schema-valid ``POST /v1/ocr/extract`` be refused
+``tests/web/schemathesis.toml`` lets a schema-valid ``POST /v1/ocr/extract`` be refused
 for its image (400, 413, 415). This check keeps that allowance narrow: such a refusal
 must name the image. A schema-valid request refused for its *shape* (bad JSON, a missing
 or invalid field) means the document allows what the server does not: that fails.

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers_server import fast, start_serve
 from quart_trio import QuartTrio
 
 from actors.errors import NOT_READY_REASONS
+from tests.support.paths import REPO
+from tests.support.server import fast, start_serve
 from web.app import create_app
 from web.errors import API_ERRORS, answered_error_classes, catalogue, codes_by_status
 from web.openapi import document
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = [p for package in ("ocr", "npu", "actors", "web") for p in (ROOT / package).rglob("*.py")]
+HERE = Path(__file__).resolve().parent
+SOURCES = [p for package in ("ocr", "npu", "actors", "web") for p in (REPO / package).rglob("*.py")]
 
 
 def _calls() -> list[ast.Call]:
@@ -113,7 +114,7 @@ def test_every_route_is_described_and_every_description_is_a_route(config):
 
 
 def test_the_readme_table_of_codes_is_the_servers():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     table = {}
     for status, codes in re.findall(r"^\| (\d{3}) \| ([^|]+) \|", readme, re.M):
         table[int(status)] = tuple(sorted(re.findall(r"`([a-z0-9_]+)`", codes)))
@@ -145,13 +146,13 @@ async def test_schemathesis_with_every_check_passes(tmp_path):
     try:
         command = [
             sys.executable, "-m", "schemathesis.cli",
-            "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
+            "--config-file", str(HERE / "schemathesis.toml"),
             "run", f"{url}/openapi.json", "--checks", "all",
             "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--workers", "1",
             "--request-timeout", "30", "--no-color",
         ]
         hooks_env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
-                     "PYTHONPATH": str(ROOT / "tests")}
+                     "PYTHONPATH": str(HERE)}
         with trio.fail_after(120):
             run = await trio.run_process(command, capture_stdout=True, capture_stderr=True,
                                          check=False, env=hooks_env, cwd=tmp_path)
