@@ -46,16 +46,21 @@ import trio
 
 from npu.backend import ModelSpec, recognition_id
 from npu.errors import InferenceError
-from ocr.recognition import batch_width, ctc_greedy_decode, pack_dynamic, pack_fixed_rgb
+from ocr.recognition import (
+    REC_NOMINAL_WIDTH,
+    batch_width,
+    ctc_greedy_decode,
+    pack_dynamic,
+    pack_fixed_rgb,
+)
 
+from .config import POLICIES, BatchPolicy
 from .device_owner import caller_gone
 from .errors import ShuttingDown, fresh_error
 from .messages import RecResult, RecSubmission
 from .routing import DeviceClient, ModelTable
 
 log = logging.getLogger("hailo_ocr.batcher")
-
-POLICIES = ("adaptive", "window")
 
 
 @attrs.frozen
@@ -124,7 +129,7 @@ class Batcher:
     """
 
     def __init__(
-        self, device: DeviceClient, models: ModelTable, *, policy: str = "adaptive",
+        self, device: DeviceClient, models: ModelTable, *, policy: BatchPolicy = "adaptive",
         window_s: float = 0.008, max_queued: int = 4096, max_in_flight: int = 2,
         run_sync: RunSync | None = None,
     ) -> None:
@@ -145,7 +150,7 @@ class Batcher:
         self._c = _Counters()
 
     @property
-    def policy(self) -> str:
+    def policy(self) -> BatchPolicy:
         return self._policy
 
     def statistics(self) -> BatcherStatistics:
@@ -423,7 +428,7 @@ def _columns_budget(spec: ModelSpec) -> int:
     0.55 MB per column at height 48 on the CPU: 420 MB for 8 lines of 1920), so wide lines
     go in smaller batches; a line's text does not depend on its batch's size
     (benchmarks/RESULTS.md, row 13)."""
-    return max(1, spec.batch_size) * 2 * (spec.width or 320)
+    return max(1, spec.batch_size) * 2 * (spec.width or REC_NOMINAL_WIDTH)
 
 
 def _pack(
@@ -432,11 +437,12 @@ def _pack(
     """Build the device tensor for a batch; returns it and how many blank frames it has.
     ``min_width``: the width the batch's crops declared (0: none); a dynamic batch is
     padded to it instead of the model's nominal width."""
+    nominal = spec.width or REC_NOMINAL_WIDTH
     if spec.layout == "nhwc_uint8_rgb":
         slots = spec.batch_size if spec.fixed_batch else None
-        tensor = pack_fixed_rgb(crops, spec.width or 320, pad_value=spec.pad_value, slots=slots)
+        tensor = pack_fixed_rgb(crops, nominal, pad_value=spec.pad_value, slots=slots)
     else:
-        width = spec.width or 320
+        width = nominal
         if spec.policy == "dynamic":
             # Crops with a declared width (ocr.recognition.pad_width) are padded to exactly
             # that, below the nominal width too; others to the widest, at least nominal.

@@ -24,7 +24,6 @@ import trio
 
 from npu.backend import CLASSIFIER, DETECTION, ModelSpec, recognition_id
 from ocr.classify import pack_cls, page_upside_down
-from ocr.config import Config
 from ocr.crop import crop_quad, rotate_180
 from ocr.dbpost import DbParams, db_boxes
 from ocr.decode import decode_image, limit_dimension
@@ -55,6 +54,7 @@ from ocr.tiling import (
     prepare_tile,
 )
 
+from .config import ServiceConfig
 from .errors import ShuttingDown, fresh_error
 from .messages import (
     Accepted,
@@ -94,7 +94,7 @@ class PipelineSettings:
     tiling: TilingParams = TilingParams()
 
     @classmethod
-    def from_config(cls, config: Config) -> PipelineSettings:
+    def from_config(cls, config: ServiceConfig) -> PipelineSettings:
         o, p = config.ocr, config.processing
         return cls(
             max_pixels=config.processing.max_image_pixels,

@@ -35,10 +35,10 @@ from npu.backend import (
 from npu.backend_choice import DEVICE_MANAGER, HAILO, BackendChoice, choose_backend
 from npu.errors import ModelLoadError
 from npu.placement import CPU, NPU, Placement, plan_placement
-from ocr.config import Config
 from ocr.languages import choose_language, normalise_language, quote_codes
 
 from .batcher import Batcher, BatcherStatistics, refuse_submissions
+from .config import ServiceConfig
 from .device_owner import (
     DeviceBoard,
     DeviceStatistics,
@@ -59,7 +59,7 @@ SUBMISSION_QUEUE = 256
 
 
 def backend_factories(
-    config: Config, placement: Placement, npu_kind: str = HAILO
+    config: ServiceConfig, placement: Placement, npu_kind: str = HAILO
 ) -> dict[str, BackendFactory]:
     """The backend of each device, built for the model ids placed on it; the NPU's is
     ``npu_kind`` (:func:`npu.backend_choice.choose_backend`): HailoRT in this process, or
@@ -105,7 +105,7 @@ class ServiceStatistics:
 
 class OcrService:
     def __init__(
-        self, config: Config, boards: Mapping[str, DeviceBoard], orchestrator: Orchestrator,
+        self, config: ServiceConfig, boards: Mapping[str, DeviceBoard], orchestrator: Orchestrator,
         batcher: Batcher, models: ModelTable, choice: BackendChoice,
     ) -> None:
         self.config = config
@@ -377,7 +377,7 @@ def _single_error(group: BaseExceptionGroup) -> BaseException | None:
 
 @asynccontextmanager
 async def open_ocr_service(
-    config: Config, backends: Mapping[str, BackendFactory] | None = None,
+    config: ServiceConfig, backends: Mapping[str, BackendFactory] | None = None,
     placement: Placement | None = None,
 ) -> AsyncIterator[OcrService]:
     """Start the actor tree; yield the service once every device's models are loaded.

@@ -162,7 +162,7 @@ def ours_server(settings: dict[str, dict[str, Any]]) -> Iterator[OursHttp]:
 def ours_config(settings: dict[str, dict[str, Any]] | None = None) -> Any:
     """The default configuration (no environment) with ``settings`` applied, and a long
     request deadline (a slow shared machine is not what is measured)."""
-    from ocr.config import load_config
+    from web.settings import load_config
 
     data: dict[str, dict[str, Any]] = {"server": {"request_timeout_s": 600.0}}
     for section, keys in (settings or {}).items():

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from actors.batcher import BatcherStatistics  # noqa: E402
 from actors.messages import OcrRequest  # noqa: E402
 from actors.service import OcrService, open_ocr_service  # noqa: E402
-from ocr.config import Config, load_config  # noqa: E402
+from web.settings import Config, load_config  # noqa: E402
 
 RAPID_FILL = ("ch_en_num.jpg", "check_return_word_len.jpeg", "return_word_debug.jpg",
               "white_font_color_transparent.png")

@@ -56,7 +56,7 @@ for _p in (REPO / "tests" / "hailo_standin",):
 
 from actors.messages import OcrRequest  # noqa: E402
 from actors.service import open_ocr_service  # noqa: E402
-from ocr.config import Config, load_config  # noqa: E402
+from web.settings import Config, load_config  # noqa: E402
 
 DEFAULT_IMAGES = ("rapidocr_tests/en.jpg", "rapidocr_tests/return_word_debug.jpg",
                   "sroie_dev/images/006.jpg", "funsd_dev/images")

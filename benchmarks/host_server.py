@@ -28,7 +28,7 @@ import trio
 from npu.backend import DETECTION, language_of, recognition_id
 from npu.errors import ModelLoadError
 from npu.placement import plan_placement
-from ocr.config import load_config
+from web.settings import load_config
 
 from .replay_device import LATENCY_MODELS, ReplayBackend
 from .stage_profile import StageClock

@@ -58,12 +58,12 @@ sys.path.insert(0, str(REPO))
 
 from actors.messages import OcrRequest  # noqa: E402
 from actors.service import open_ocr_service  # noqa: E402
-from ocr.config import load_config  # noqa: E402
 from ocr.document import DocumentOptions  # noqa: E402
 from tests.support import (
     pdfgen,  # noqa: E402
     textgen,  # noqa: E402
 )
+from web.settings import load_config  # noqa: E402
 
 DEFAULT_DPIS = (72, 100, 150, 200, 300)
 TEXT_SIZES = (6, 8, 10, 12)

@@ -47,12 +47,12 @@ import attrs
 import numpy as np
 import trio
 
-from npu.backend import BackendInfo, ModelSpec
+from npu.backend import BackendInfo, ModelSpec, recognition_id
 from npu.errors import InferenceError, ModelLoadError
 from npu.hailo_backend import DEFAULT_JOBS_IN_FLIGHT, DET_PAD_VALUE, REC_PAD_VALUE
 from npu.models import SHIPPED_DETECTION, SHIPPED_RECOGNITION, shipped_model
-from ocr.config import load_config
 from ocr.detection import to_nchw_normalised
+from web.settings import load_config
 
 #: Input of Hailo's ocr_det.hef (HxW) and ocr.hef (HxW), and ocr.hef's batch size.
 DET_SIZE: Final = (544, 960)
@@ -220,7 +220,7 @@ class ReplayBackend:
         )
         rec_specs = tuple(
             ModelSpec(
-                id=f"recognition_{lang}", kind="recognition", name="ocr.hef (replay)",
+                id=recognition_id(lang), kind="recognition", name="ocr.hef (replay)",
                 policy="fixed", layout="nhwc_uint8_rgb", height=REC_SIZE[0], width=REC_SIZE[1],
                 batch_size=REC_BATCH, language=lang, charset=charset,
                 output_shape=self._rec_shape, pad_value=REC_PAD_VALUE,

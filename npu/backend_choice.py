@@ -14,8 +14,7 @@ from typing import Final
 
 import attrs
 
-from ocr.config import Config
-
+from .config import NpuConfig
 from .hef_specs import DEVICE_NODE
 from .manager_protocol import UNIT, socket_path
 
@@ -34,7 +33,7 @@ class BackendChoice:
 
 
 def choose_backend(
-    config: Config, *, environ: Mapping[str, str] | None = None, root: str = ""
+    config: NpuConfig, *, environ: Mapping[str, str] | None = None, root: str = ""
 ) -> BackendChoice:
     """The backend ``config`` asks for; for ``auto``, the one this host calls for.
     ``root`` looks at a system mounted there (``hailo-ocr verify --root``)."""

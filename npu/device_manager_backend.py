@@ -56,10 +56,9 @@ import attrs
 import numpy as np
 import trio
 
-from ocr.config import Config
-
 from . import manager_protocol as mp
 from .backend import DETECTION, BackendInfo, ModelSpec, recognition_id
+from .config import NpuConfig
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -225,7 +224,7 @@ def _decode(
 class DeviceManagerBackend:
     """Runs the compiled OCR models through hailo-device-manager."""
 
-    def __init__(self, config: Config, model_ids: frozenset[str] | None = None) -> None:
+    def __init__(self, config: NpuConfig, model_ids: frozenset[str] | None = None) -> None:
         """Serve ``model_ids`` (:mod:`npu.placement` decides them), as the Hailo backend
         would. None: detection and every language of ``ocr.languages`` that has a HEF in
         ``hailo_models.recognition_hefs``."""

@@ -59,10 +59,9 @@ import attrs
 import numpy as np
 import trio
 
-from ocr.config import Config, HailoModelsConfig
-
 from . import hailo_devices
 from .backend import DETECTION, BackendInfo, ModelSpec, recognition_id
+from .config import HailoModelsConfig, NpuConfig
 from .errors import (
     BackendUnavailable,
     DeviceBusy,
@@ -111,7 +110,7 @@ INSTALL_HINT = (
 )
 
 
-def missing_parts(config: Config) -> list[str]:
+def missing_parts(config: NpuConfig) -> list[str]:
     """What stops the NPU from serving any model before it is tried, in words: HailoRT's
     Python bindings, the HEF files, the device itself. Empty when all are there (the
     device may still be busy or refuse us: that is found at load).
@@ -308,7 +307,7 @@ def _check_single_edges(infer_model: Any, path: Path) -> None:
 class HailoBackend:
     """Runs the compiled detection and recognition models on a Hailo NPU."""
 
-    def __init__(self, config: Config, model_ids: frozenset[str] | None = None) -> None:
+    def __init__(self, config: NpuConfig, model_ids: frozenset[str] | None = None) -> None:
         """Load ``model_ids`` (:mod:`npu.placement` decides them). None: detection and every
         language of ``ocr.languages`` that has a HEF in ``hailo_models.recognition_hefs``."""
         self._config = config

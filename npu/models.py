@@ -15,8 +15,8 @@ from pathlib import Path
 
 import attrs
 
-from ocr.config import Config
-
+from .backend import DETECTION, recognition_id
+from .config import NpuConfig
 from .errors import ModelLoadError
 
 SHIPPED_DETECTION = "PP-OCRv6_det_small.onnx"
@@ -84,13 +84,13 @@ class HefFile:
     tried: tuple[str, ...]
 
 
-def configured_hefs(config: Config, *, root: str = "") -> list[HefFile]:
+def configured_hefs(config: NpuConfig, *, root: str = "") -> list[HefFile]:
     """The HEF files the Hailo backend would load for ``config``: detection, and the
     recognition model of each of ``ocr.languages`` that has one (as the backend skips a
     language without one)."""
     hm = config.hailo_models
-    wanted = [("detection", hm.detection_hef)]
-    wanted += [(f"recognition_{lang}", hm.recognition_hefs[lang])
+    wanted = [(DETECTION, hm.detection_hef)]
+    wanted += [(recognition_id(lang), hm.recognition_hefs[lang])
                for lang in config.ocr.languages if lang in hm.recognition_hefs]
     out = []
     for role, name in wanted:

@@ -21,14 +21,16 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import trio
 
-from ocr.config import Config
-from ocr.recognition import build_charset
+from ocr.classify import CLS_HEIGHT, CLS_WIDTH
+from ocr.recognition import REC_HEIGHT, REC_NOMINAL_WIDTH, build_charset
 
 from .backend import CLASSIFIER, DETECTION, BackendInfo, ModelSpec, recognition_id
+from .config import NpuConfig
 from .cpu_env import (
     bound_malloc,
     denormals_flushed,
@@ -46,8 +48,8 @@ from .models import (
 )
 from .placement import wanted_model_ids
 
-REC_HEIGHT = 48
-REC_NOMINAL_WIDTH = 320
+#: The warm-up input of a dynamic detection model (any multiple of 32 will do).
+WARM_UP_DET_SIDE: Final = 64
 
 
 #: Run option: after the call, the session's arena gives back the chunks it no longer
@@ -66,7 +68,7 @@ class OnnxBackend:
     """Runs the PP-OCR ONNX models on the CPU."""
 
     def __init__(
-        self, config: Config, model_ids: frozenset[str] | None = None, *,
+        self, config: NpuConfig, model_ids: frozenset[str] | None = None, *,
         threads: int | None = None,
     ) -> None:
         """Load ``model_ids`` (None: every model the configuration asks for) with
@@ -203,7 +205,7 @@ class OnnxBackend:
             specs.append(
                 ModelSpec(
                     id=CLASSIFIER, kind="classifier", name=cls_path.name, policy="fixed",
-                    layout="nchw_float", height=48, width=192, batch_size=batch,
+                    layout="nchw_float", height=CLS_HEIGHT, width=CLS_WIDTH, batch_size=batch,
                     path=str(cls_path),
                 )
             )
@@ -219,13 +221,14 @@ class OnnxBackend:
         """Run each session once on a small input at load. ONNX Runtime's first run
         allocates and plans (seconds on a Pi); doing it here moves that cost from the
         first request to start-up, before the service reports ready."""
+        shapes = {
+            "detection": (WARM_UP_DET_SIDE, WARM_UP_DET_SIDE),
+            "recognition": (REC_HEIGHT, REC_NOMINAL_WIDTH),
+            "classifier": (CLS_HEIGHT, CLS_WIDTH),
+        }
         for spec in specs:
-            if spec.kind == "detection":
-                self._run(spec.id, np.zeros((1, 3, 64, 64), dtype=np.float32))
-            elif spec.kind == "recognition":
-                self._run(spec.id, np.zeros((1, 3, 48, 320), dtype=np.float32))
-            elif spec.kind == "classifier":
-                self._run(spec.id, np.zeros((1, 3, 48, 192), dtype=np.float32))
+            height, width = shapes[spec.kind]
+            self._run(spec.id, np.zeros((1, 3, height, width), dtype=np.float32))
 
     def _register(self, model_id: str, session) -> None:
         self._sessions[model_id] = session

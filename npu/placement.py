@@ -37,10 +37,11 @@ from typing import Final, Literal
 
 import attrs
 
-from ocr.config import Config, ConfigError
+from ocr.config import ConfigError
 
 from .backend import CLASSIFIER, DETECTION, language_of, recognition_id
 from .backend_choice import NPU_BACKENDS, BackendChoice, choose_backend
+from .config import NpuConfig
 from .errors import ModelLoadError
 from .models import resolve_model_path
 
@@ -91,7 +92,7 @@ class Placement:
         return tuple(d for d in DEVICES if d in used)
 
 
-def wanted_model_ids(config: Config) -> tuple[str, ...]:
+def wanted_model_ids(config: NpuConfig) -> tuple[str, ...]:
     """Every model the configuration asks for: detection, one recogniser per language,
     and the line classifier when it is on."""
     ids = [DETECTION, *(recognition_id(lang) for lang in config.ocr.languages)]
@@ -100,7 +101,7 @@ def wanted_model_ids(config: Config) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def all_on(device: Device, config: Config, reason: str) -> Placement:
+def all_on(device: Device, config: NpuConfig, reason: str) -> Placement:
     """Every wanted model on one device (a CPU-only host, or a test)."""
     return Placement(
         tuple(ModelPlacement(m, device, reason) for m in wanted_model_ids(config)),
@@ -108,20 +109,20 @@ def all_on(device: Device, config: Config, reason: str) -> Placement:
     )
 
 
-def _hef_name(config: Config, model_id: str) -> str | None:
+def _hef_name(config: NpuConfig, model_id: str) -> str | None:
     if model_id == DETECTION:
         return config.hailo_models.detection_hef or None
     language = language_of(model_id)
     return config.hailo_models.recognition_hefs.get(language) if language else None
 
 
-def _where(config: Config, model_id: str) -> str:
+def _where(config: NpuConfig, model_id: str) -> str:
     if model_id == DETECTION:
         return "hailo_models.detection_hef"
     return f"hailo_models.recognition_hefs.{language_of(model_id)}"
 
 
-def _place_on_hailo_host(config: Config, model_id: str, find: FindFile) -> ModelPlacement:
+def _place_on_hailo_host(config: NpuConfig, model_id: str, find: FindFile) -> ModelPlacement:
     choice = config.models.placement.get(model_id, "auto")
     key = f"models.placement.{model_id}"
     if choice == "cpu":
@@ -146,7 +147,7 @@ def _place_on_hailo_host(config: Config, model_id: str, find: FindFile) -> Model
 
 
 def plan_placement(
-    config: Config, find: FindFile | None = None, backend: BackendChoice | None = None
+    config: NpuConfig, find: FindFile | None = None, backend: BackendChoice | None = None
 ) -> Placement:
     """Where each model of ``config`` runs. ``find`` locates a HEF (by default as the Hailo
     backend does: :func:`npu.models.resolve_model_path` over ``hailo_models.search_paths``);

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Final
 
 import cv2
 import numpy as np
 
-CLS_HEIGHT = 48
-CLS_WIDTH = 192
+#: The line classifier's input: lines scaled to 48 rows, padded to 192 columns.
+CLS_HEIGHT: Final = 48
+CLS_WIDTH: Final = 192
 
 
 def pack_cls(crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -23,6 +23,10 @@ BLANK: Final = 0
 #: multiple of this, and never below REC_MIN_WIDTH (see :func:`pad_width`).
 REC_WIDTH_STEP: Final = 16
 REC_MIN_WIDTH: Final = 96
+#: PP-OCR recognition input rows, and its nominal width: the width of a compiled (NPU)
+#: model's input, and the width a dynamic batch is padded to at least.
+REC_HEIGHT: Final = 48
+REC_NOMINAL_WIDTH: Final = 320
 
 
 def build_charset(dictionary: Sequence[str]) -> tuple[str, ...]:

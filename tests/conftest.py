@@ -50,8 +50,8 @@ from pathlib import Path
 
 import pytest
 
-from ocr.config import Config, load_config
 from tests.support.paths import DEVDATA, DEVDATA_REASON, STANDIN
+from web.settings import Config, load_config
 
 
 @pytest.fixture(scope="session")

@@ -26,11 +26,11 @@ from quart_trio import QuartTrio
 from actors.errors import NotReady
 from actors.service import OcrService, open_ocr_service
 from npu.backend import BackendFactory
-from ocr.config import Config
 
 from . import errors
 from .body_timeout import BodyReadTimeout
 from .errors import ApiError
+from .settings import Config
 
 log = logging.getLogger("hailo_ocr.web")
 

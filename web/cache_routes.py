@@ -1,6 +1,6 @@
 """The optional result cache, as the web layer uses it, and ``GET /cache/stats``.
 
-The cache itself (:mod:`actors.cache`) is a plain LRU; this module decides what goes in:
+The cache itself (:mod:`web.cache`) is a plain LRU; this module decides what goes in:
 only successful results, keyed by the image bytes, the languages asked for and, when they
 are not the defaults, how a document is to be read (``pages``, ``dpi``, ``pdf_text``). Errors are
 never cached, so a transient device fault is not replayed to the next client. A hit skips
@@ -13,10 +13,10 @@ from typing import Any
 
 from quart import Blueprint, current_app
 
-from actors.cache import ResultCache, cache_key
 from actors.messages import OcrRequest, OcrResult
 
 from . import openapi
+from .cache import ResultCache, cache_key
 from .openapi import operator as openapi_operator
 
 bp = Blueprint("cache", __name__)

@@ -18,7 +18,10 @@ import attrs
 import trio
 import yaml
 
-from ocr.config import BACKEND_TYPES, Config, ConfigError, config_to_dict, load_config
+from npu.config import BACKEND_TYPES
+from ocr.config import ConfigError
+
+from .settings import Config, config_to_dict, load_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -30,7 +30,8 @@ import attrs
 
 from npu import hailo_devices
 from npu.models import configured_hefs
-from ocr.config import Config
+
+from .settings import Config
 
 DEFAULT_DEST: Final = "/var/lib/hailo-ocr/models"
 ARCHES: Final = ("hailo10h", "hailo8", "hailo8l")

@@ -37,7 +37,6 @@ from urllib.parse import unquote, urlsplit
 import attrs
 import trio
 
-from ocr.config import Config
 from ocr.decode import ACCEPTED_MEDIA_TYPES, sniff_format
 from ocr.document import (
     MAX_DPI,
@@ -49,6 +48,7 @@ from ocr.document import (
 )
 
 from .errors import ApiError
+from .settings import Config
 
 #: Above this many characters, JSON and base64 are decoded in a worker thread.
 _THREAD_THRESHOLD = 256 * 1024

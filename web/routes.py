@@ -13,7 +13,6 @@ from quart import Blueprint, current_app, request
 
 from actors.messages import OcrRequest
 from actors.service import OcrService
-from ocr.config import Config
 
 from . import openapi
 from .app import get_state
@@ -21,6 +20,7 @@ from .cache_routes import extract_with_cache
 from .inputs import image_from_request
 from .openapi import rest as openapi_rest
 from .responses import extract_json
+from .settings import Config
 
 bp = Blueprint("ocr", __name__)
 

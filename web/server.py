@@ -28,9 +28,9 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from npu.backend import BackendFactory
-from ocr.config import Config
 
 from .app import create_app, get_state
+from .settings import Config
 
 log = logging.getLogger("hailo_ocr.server")
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import attrs
 
-from ocr.config import Config, load_config
+from .settings import Config, load_config
 
 UNIT: Final = "hailo-ocr.service"
 SHOW_PROPERTIES: Final = ("LoadState", "ActiveState", "User", "ExecStart", "Environment",

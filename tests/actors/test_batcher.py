@@ -15,6 +15,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from npu.backend import language_of
 from tests.support.actor_harness import running_batcher
 from tests.support.fakes import FakeDevice
 
@@ -191,7 +192,7 @@ def test_every_crop_reaches_its_own_caller_in_order(
             assert call.frames == batch_size
         real = [i for i in call.ids if i is not None]
         assert real, "a batch with no crop in it was sent"
-        lang = call.model_id.removeprefix("recognition_")
+        lang = language_of(call.model_id)
         assert all(lang_of[i] == lang for i in real)  # one language per batch
 
 

@@ -15,6 +15,7 @@ from benchmarks.replay_device import (
     REC_SIZE,
     ReplayBackend,
 )
+from npu.backend import recognition_id
 from npu.errors import InferenceError, ModelLoadError
 from ocr.recognition import ctc_greedy_decode
 
@@ -50,7 +51,7 @@ def test_hailo_shapes(recorded):
     det = info.model("detection")
     assert (det.height, det.width, det.layout, det.policy) == (544, 960, "nhwc_uint8_rgb", "fixed")
     for lang in ("en", "zh"):
-        rec = info.model(f"recognition_{lang}")
+        rec = info.model(recognition_id(lang))
         assert (rec.height, rec.width, rec.batch_size) == (48, 320, 8)
         assert rec.charset and len(rec.charset) == rec.output_shape[1]
 

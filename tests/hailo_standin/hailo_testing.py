@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from npu.models import SHIPPED_DETECTION, SHIPPED_RECOGNITION, shipped_model
-from ocr.config import Config
+from web.settings import Config
 
 #: The input size of Hailo's ocr_det.hef / ocr.hef.
 DET_SHAPE = (544, 960, 3)

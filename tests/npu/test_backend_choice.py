@@ -6,7 +6,8 @@ import attrs
 import pytest
 
 from npu.backend_choice import choose_backend
-from ocr.config import ConfigError, load_config
+from ocr.config import ConfigError
+from web.settings import load_config
 
 
 def _auto(config, sock):

@@ -85,7 +85,7 @@ def test_denormals_are_flushed_inside_the_block_only():
 
 @pytest.fixture(scope="module")
 def backend() -> OnnxBackend:
-    from ocr.config import load_config
+    from web.settings import load_config
 
     b = OnnxBackend(load_config(env={}))
     b.load()
@@ -105,7 +105,7 @@ def _receipt_tensor(devdata: Path) -> np.ndarray:
 def test_loading_a_backend_leaves_the_loading_threads_flags_as_they_were():
     """ONNX Runtime sets FTZ/DAZ in the thread that creates a session; the backend puts
     the loading thread's flags back."""
-    from ocr.config import load_config
+    from web.settings import load_config
 
     def load() -> float:
         b = OnnxBackend(load_config(env={}))
@@ -173,7 +173,7 @@ def test_sessions_share_one_arena_that_gives_detection_memory_back(tmp_path):
         """
         import numpy as np
         from npu.onnx_backend import OnnxBackend
-        from ocr.config import load_config
+        from web.settings import load_config
 
         def mb(key):
             for line in open("/proc/self/status"):

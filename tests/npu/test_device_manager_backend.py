@@ -561,7 +561,7 @@ def test_hailo_ocr_serve_through_the_manager(hailo_files, device_manager, tmp_pa
 
 
 async def _direct_texts(hailo_files) -> list[list[str]]:
-    from ocr.config import load_config
+    from web.settings import load_config
 
     cfg = hailo_config(load_config(env={}), hailo_files, timeout_ms=30000)
     return await read_all(cfg, images())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from npu.onnx_backend import OnnxBackend
-from ocr.config import load_config
 from ocr.recognition import ctc_greedy_decode, pack_dynamic, resize_for_rec
+from web.settings import load_config
 
 #: Lines the recogniser reads exactly (spaces aside).
 WORDS = ("Invoice 2024", "Total 12.50", "River Street", "copper pipes", "Thank you!")

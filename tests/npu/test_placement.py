@@ -9,8 +9,9 @@ import pytest
 
 from npu.errors import ModelLoadError
 from npu.placement import CPU, NPU, plan_placement, wanted_model_ids
-from ocr.config import ConfigError, load_config
+from ocr.config import ConfigError
 from tests.support.config import with_changes
+from web.settings import load_config
 
 
 @pytest.fixture

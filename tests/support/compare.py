@@ -11,7 +11,7 @@ import attrs
 
 from actors.messages import OcrRequest
 from actors.service import open_ocr_service
-from ocr.config import Config
+from web.settings import Config
 
 
 def bag_f1(pred: Counter, ref: Counter) -> float:

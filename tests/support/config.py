@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ocr.config import Config
+from web.settings import Config
 
 
 def with_changes(config: Config, **sections: dict) -> Config:

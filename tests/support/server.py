@@ -27,11 +27,11 @@ from PIL import Image
 
 from npu.backend import BackendFactory
 from npu.onnx_backend import OnnxBackend
-from ocr.config import Config
 from tests.support.images import gif_image, text_image
 from web.app import AppState, create_app, get_state
 from web.client import InputFile
 from web.server import hypercorn_config
+from web.settings import Config
 
 from .paths import REPO
 

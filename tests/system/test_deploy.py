@@ -29,10 +29,11 @@ import yaml
 
 from npu.backend_choice import NPU_BACKENDS, BackendChoice
 from npu.placement import plan_placement
-from ocr.config import ConfigError, load_config
+from ocr.config import ConfigError
 from tests.support.paths import REPO
 from tests.support.sandbox import ResourceServer, SandboxHost
 from web.cli import build_parser
+from web.settings import load_config
 
 DEPLOY = REPO / "deploy"
 UNIT = "hailo-ocr.service"

@@ -42,11 +42,12 @@ import trio
 import yaml
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from ocr.config import Config, ServerConfig
 from tests.support.images import text_image
 from tests.support.paths import REPO
 from tests.support.server import WORDS, wait_listening, words_of
+from web.config import ServerConfig
 from web.server import hypercorn_config
+from web.settings import Config
 
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 HAPROXY = shutil.which("haproxy")

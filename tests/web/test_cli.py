@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocr.config import config_to_dict, load_config
 from tests.support.images import text_image
 from tests.support.paths import REPO
 from tests.support.server import words_of
 from web.cli import build_parser, main
+from web.settings import config_to_dict, load_config
 
 
 @pytest.fixture(autouse=True)

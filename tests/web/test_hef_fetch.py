@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ocr.config import load_config
 from tests.support.paths import REPO
 from tests.support.sandbox import ResourceServer
 from web import hef_fetch
 from web.cli import main
+from web.settings import load_config
 
 DET, REC = b"compiled detector " * 300, b"compiled recogniser " * 200
 

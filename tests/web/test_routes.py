@@ -13,6 +13,7 @@ import pytest
 import trio
 from werkzeug.datastructures import FileStorage
 
+from npu.backend import recognition_id
 from npu.errors import DeviceFault
 from tests.support.images import b64, data_uri, gif_image, png_header_only, text_image
 from tests.support.server import ControlledBackend, fails_once, fast, wait_until, words_of
@@ -72,9 +73,9 @@ async def test_health_ready_and_models(config):
         assert by_id["detection"]["name"] == info.model("detection").name
         assert by_id["detection"]["name"].endswith(".onnx")
         for lang in ("en", "zh"):
-            m = by_id[f"recognition_{lang}"]
+            m = by_id[recognition_id(lang)]
             assert m["type"] == "recognition" and m["language"] == lang
-            assert m["status"] == "loaded" and m["name"] == info.model(f"recognition_{lang}").name
+            assert m["status"] == "loaded" and m["name"] == info.model(recognition_id(lang)).name
 
 
 async def test_extract_response_shape_matches_the_spec(config):

@@ -11,10 +11,10 @@ import re
 import attrs
 import trio
 
-from ocr.config import load_config
 from tests.support.server import fast, running_server
 from web import verify
 from web.service_unit import ServiceView
+from web.settings import load_config
 
 
 def args(url: str, token: str | None = None, **kw) -> argparse.Namespace:

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from ocr.config import CacheConfig
+from .config import CacheConfig
 
 V = TypeVar("V")
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from actors.cache import ResultCache, cache_key, estimate_size
 from actors.messages import OcrResult, Region, Timings
-from ocr.config import CacheConfig
 from tests.support.config import with_changes
 from tests.support.images import b64, text_image
 from tests.support.server import fast, words_of
 from web.app import create_app, get_state
+from web.cache import ResultCache, cache_key, estimate_size
+from web.config import CacheConfig
 
 
 class FakeClock:

@@ -5,13 +5,13 @@ This service replaces the original ``gregm123456/raspberry_pi_hailo_ai_services`
 installer rendered from it, ``/etc/xdg/hailo-ocr/hailo-ocr.json``). That file must keep
 loading, so every key it had is either honoured with its original meaning or ignored with
 one WARNING that names it; a key of the original is never a refusal. Keys the original
-never had are still refused by name (:mod:`ocr.config`), so a typo in a new key is caught.
+never had are still refused by name (:mod:`web.settings`), so a typo in a new key is caught.
 
 Most of the original's keys are this service's keys with the same meaning
 (``server.host/port``, ``ocr.languages``, ``ocr.det_threshold``, ``ocr.rec_threshold``,
 ``hailo_models.detection_hef/recognition_hefs/batch_size_det/batch_size_rec``,
 ``processing.max_image_size``) and need nothing here. This module handles the rest, on
-the raw mapping before it is built into a :class:`~ocr.config.Config`:
+the raw mapping before it is built into a :class:`~web.settings.Config`:
 
 - renamed: ``processing.enable_caching`` / ``cache_ttl_seconds`` / ``max_cache_size_mb``
   are ``cache.enabled`` / ``ttl_s`` / ``max_mb``; ``hailo_models.models_root`` is the
@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import attrs
 
-from .languages import normalise_language
+from ocr.languages import normalise_language
 
 #: Keys of the original that change nothing here, and why (the WARNING says it).
 IGNORED: Final[Mapping[tuple[str, str], str]] = {

@@ -24,11 +24,12 @@ import pytest
 import trio
 import yaml
 
-from ocr.config import ConfigError, config_to_dict, load_config
+from ocr.config import ConfigError
 from tests.support import textgen
 from tests.support.images import b64, text_image
 from tests.support.paths import REPO
 from tests.support.server import wait_listening, words_of
+from web.settings import config_to_dict, load_config
 
 ORIGINAL_CONFIG = """\
 server:
