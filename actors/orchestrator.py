@@ -44,7 +44,13 @@ from ocr.document import (
 from ocr.errors import OcrInputError
 from ocr.geometry import DetTransform
 from ocr.order import line_texts, reading_order
-from ocr.recognition import join_pieces, pad_width, resize_for_rec, split_wide_crop
+from ocr.recognition import (
+    REC_HEIGHT,
+    join_pieces,
+    pad_width,
+    resize_for_rec,
+    split_wide_crop,
+)
 from ocr.tiling import (
     TilePlan,
     TileTransform,
@@ -187,7 +193,7 @@ def _rec_inputs(
     Returns the pieces, for each piece the index of the crop it belongs to, and for a
     dynamic-width model the width each piece is to be padded to (its own,
     :func:`ocr.recognition.pad_width`), else None."""
-    height = spec.height or 48
+    height = spec.height or REC_HEIGHT
     pieces: list[np.ndarray] = []
     owners: list[int] = []
     if spec.policy != "fixed":

@@ -83,7 +83,7 @@ class HailoModelsConfig:
     batch_size_rec: int = 8
     batch_size_det: int = 1
     #: HailoRT device id (a PCIe address, e.g. "0000:01:00.0"); None = the Hailo device
-    #: HailoRT finds. A device node (/dev/hailo0) is read as None (ocr/legacy_config.py).
+    #: HailoRT finds. A device node (/dev/hailo0) is read as None (web/legacy_config.py).
     device: str | None = None
     #: VDevice group id: processes with the same id share the NPU through its scheduler.
     group_id: str = "SHARED"

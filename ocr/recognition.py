@@ -34,7 +34,9 @@ def build_charset(dictionary: Sequence[str]) -> tuple[str, ...]:
     return ("", *dictionary, " ")
 
 
-def resize_for_rec(crop: np.ndarray, height: int = 48, max_width: int | None = None) -> np.ndarray:
+def resize_for_rec(
+    crop: np.ndarray, height: int = REC_HEIGHT, max_width: int | None = None
+) -> np.ndarray:
     """Scale ``crop`` to ``height`` rows keeping its aspect ratio (width rounded up).
 
     ``max_width`` caps the width (a fixed-width model); the crop is then squeezed, which

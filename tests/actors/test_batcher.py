@@ -15,6 +15,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.config import POLICIES
 from npu.backend import language_of
 from tests.support.actor_harness import running_batcher
 from tests.support.fakes import FakeDevice
@@ -32,7 +33,7 @@ def _assert_batches_within(device: FakeDevice, size: int) -> None:
 # -- one request ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["adaptive", "window"])
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("n", [1, 8, 15])
 async def test_one_request(n, policy):
     device = FakeDevice(rec_batch_size=8)
@@ -102,7 +103,7 @@ async def test_three_concurrent_requests_share_a_batch(batch_size, autojump_cloc
     _assert_batches_within(device, batch_size)
 
 
-@pytest.mark.parametrize("policy", ["adaptive", "window"])
+@pytest.mark.parametrize("policy", POLICIES)
 async def test_twenty_concurrent_requests_of_random_sizes(policy):
     rng = random.Random(20)
     device = FakeDevice(rec_batch_size=8, rec_delay=0.002)
@@ -146,7 +147,7 @@ _request = st.tuples(
 @given(
     requests=st.lists(_request, min_size=1, max_size=10),
     batch_size=st.integers(min_value=1, max_value=8),
-    policy=st.sampled_from(["adaptive", "window"]),
+    policy=st.sampled_from(POLICIES),
     fixed_batch=st.booleans(),
     max_in_flight=st.integers(min_value=1, max_value=3),
 )
@@ -232,7 +233,7 @@ async def test_adaptive_sends_a_lone_crop_at_once_when_the_device_is_idle(autoju
         assert h.batcher.statistics().queue_wait_max_s == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("policy", ["adaptive", "window"])
+@pytest.mark.parametrize("policy", POLICIES)
 async def test_crops_arriving_while_the_device_is_busy(policy, autojump_clock):
     """Adaptive holds the crops that arrive during a batch and sends them together when
     the device frees; the window policy sends each group as its window ends."""
