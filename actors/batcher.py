@@ -55,9 +55,9 @@ from ocr.recognition import (
 )
 
 from .config import POLICIES, BatchPolicy
-from .device_owner import caller_gone
 from .errors import ShuttingDown, fresh_error
 from .messages import RecResult, RecSubmission
+from .reply import answer, caller_gone
 from .routing import DeviceClient, ModelTable
 
 log = logging.getLogger("hailo_ocr.batcher")
@@ -416,9 +416,7 @@ def refuse_submissions(inbox: trio.MemoryReceiveChannel, error: BaseException) -
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return
         for i in range(len(sub.crops)):
-            try:
-                sub.reply.send_nowait(RecResult(i, error=fresh_error(error)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+            if not answer(sub.reply, RecResult(i, error=fresh_error(error))):
                 break  # the caller went away
 
 
@@ -455,7 +453,4 @@ def _pack(
 
 
 def _deliver(p: _Pending, result: RecResult) -> None:
-    try:
-        p.submission.reply.send_nowait(result)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-        pass  # the caller went away
+    answer(p.submission.reply, result)

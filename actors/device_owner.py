@@ -39,6 +39,7 @@ from npu.errors import BackendError, DeviceFault, DeviceTimeout, InferenceError
 
 from .errors import ShuttingDown, fresh_error
 from .messages import InferJob
+from .reply import answer, caller_gone
 
 log = logging.getLogger("hailo_ocr.device_owner")
 
@@ -121,23 +122,8 @@ class DeviceBoard:
         )
 
 
-def caller_gone(reply: trio.MemorySendChannel) -> bool:
-    """True when nobody is left to read the reply (the caller was cancelled)."""
-    try:
-        return reply.statistics().open_receive_channels == 0
-    except trio.ClosedResourceError:
-        return True
-
-
-def _answer(reply: trio.MemorySendChannel, result: outcome.Outcome) -> None:
-    try:
-        reply.send_nowait(result)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-        pass  # the caller went away: nobody to tell
-
-
 def _refuse(job: InferJob, error: BaseException) -> None:
-    _answer(job.reply, outcome.Error(fresh_error(error)))
+    answer(job.reply, outcome.Error(fresh_error(error)))
 
 
 @attrs.define
@@ -196,20 +182,20 @@ async def _run_job(s: _Serving, job: InferJob) -> None:
                 return
             except BackendError as exc:  # one failed job; the device is fine
                 board.jobs_failed += 1
-                _answer(job.reply, outcome.Error(exc))
+                answer(job.reply, outcome.Error(exc))
                 answered = True
                 return
             except Exception as exc:  # a bug in a backend: fail the job, keep the device
                 log.exception("backend raised unexpectedly on %s", job.model_id)
                 board.jobs_failed += 1
-                _answer(job.reply, outcome.Error(InferenceError(f"{job.model_id} failed: {exc}")))
+                answer(job.reply, outcome.Error(InferenceError(f"{job.model_id} failed: {exc}")))
                 answered = True
                 return
             finally:
                 s.running.discard(scope)
         if not scope.cancelled_caught:
             board.jobs_run += 1
-            _answer(job.reply, outcome.Value(out))
+            answer(job.reply, outcome.Value(out))
             answered = True
     finally:
         board.jobs_in_flight -= 1
