@@ -51,7 +51,7 @@ SHUTDOWN_GRACE_S = 5.0
 class DeviceStatistics:
     device: str  # "npu" or "cpu"
     ready: bool
-    reason: str | None  # why not ready: "models_loading", "device_fault", ...
+    reason: str | None  # why not ready ("models_loading", "device_fault", ...); None when ready
     jobs_run: int
     jobs_failed: int
     jobs_skipped: int  # caller gone before the job started
@@ -63,17 +63,21 @@ class DeviceStatistics:
     jobs_refused: int = 0  # answered with DeviceFault while the device was restarting
     loads: int = 0  # backends loaded successfully: the first load, then each reload
 
+    @property
+    def state(self) -> str:
+        """``ready``, or why not (what ``/health`` and ``NotReady`` say)."""
+        return "ready" if self.ready else (self.reason or "not_ready")
+
 
 class DeviceBoard:
-    """What a device owner publishes. Written only by the owner; read by anyone through
-    :meth:`statistics` (a snapshot) or :meth:`wait_ready`."""
+    """What a device owner publishes. Written only by its owner (through the ``mark_*``
+    methods and the counters); read by anyone through :meth:`statistics` (a snapshot)."""
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
         self._ready = False
-        self._reason: str | None = "models_loading"
+        self._reason: str = "models_loading"
         self._info: BackendInfo | None = None
-        self._ready_event = trio.Event()
         self.jobs_run = 0
         self.jobs_failed = 0
         self.jobs_skipped = 0
@@ -85,16 +89,18 @@ class DeviceBoard:
         self.last_fault: str | None = None
 
     # -- owner side
-    def _set_ready(self, info: BackendInfo) -> None:
+    def mark_ready(self, info: BackendInfo) -> None:
+        """A backend has loaded ``info``'s models and serves."""
         self.loads += 1
         self._info = info
-        self._ready, self._reason = True, None
-        self._ready_event.set()
+        self._ready = True
 
-    def _set_not_ready(self, reason: str) -> None:
+    def mark_not_ready(self, reason: str, fault: BaseException | None = None) -> None:
+        """The device does not serve, and why (``device_fault``, ``stopped``); ``fault``
+        is recorded as the last fault."""
         self._ready, self._reason = False, reason
-        if self._ready_event.is_set():
-            self._ready_event = trio.Event()
+        if fault is not None:
+            self.last_fault = f"{type(fault).__name__}: {fault}"
 
     # -- reader side
     @property
@@ -105,16 +111,10 @@ class DeviceBoard:
     def info(self) -> BackendInfo | None:
         return self._info
 
-    async def wait_ready(self) -> BackendInfo:
-        """Wait until the models are loaded. Callers bound the wait themselves
-        (``trio.move_on_after``): a device may stay broken for a long time."""
-        await self._ready_event.wait()
-        assert self._info is not None
-        return self._info
-
     def statistics(self) -> DeviceStatistics:
         return DeviceStatistics(
-            device=self.device, ready=self._ready, reason=self._reason, jobs_run=self.jobs_run,
+            device=self.device, ready=self._ready,
+            reason=None if self._ready else self._reason, jobs_run=self.jobs_run,
             jobs_failed=self.jobs_failed, jobs_skipped=self.jobs_skipped,
             jobs_in_flight=self.jobs_in_flight, busy_seconds=self.busy_seconds,
             restarts=self.restarts, last_fault=self.last_fault, info=self._info,
@@ -142,8 +142,7 @@ class _Serving:
         """The first fault wins: publish it, then stop every job and the job loop."""
         if self.fault is None:
             self.fault = exc
-            self.board._set_not_ready("device_fault")
-            self.board.last_fault = f"{type(exc).__name__}: {exc}"
+            self.board.mark_not_ready("device_fault", exc)
         for scope in self.running:
             scope.cancel()
         if self.nursery_scope is not None:
@@ -293,7 +292,7 @@ async def serve_device_owner(
                 await _close(backend)
                 if first or not isinstance(exc, Exception):
                     raise
-                board.last_fault = f"{type(exc).__name__}: {exc}"
+                board.mark_not_ready("device_fault", exc)
                 log.error(
                     "%s: reloading the backend failed (%s); retrying in %.2f s", board.device,
                     exc, delay,
@@ -301,7 +300,7 @@ async def serve_device_owner(
                 await _refuse_jobs_for(delay, jobs, board, "the device is restarting")
                 delay = min(delay * 2, backoff_max)
                 continue
-            board._set_ready(info)
+            board.mark_ready(info)
             if first:
                 log.info(
                     "%s: backend %s ready (%s, device %s): %s", board.device, info.kind,
@@ -323,8 +322,7 @@ async def serve_device_owner(
                 if not isinstance(exc, DeviceFault):
                     log.exception("%s: the device owner failed unexpectedly; restarting it",
                                   board.device)
-                board._set_not_ready("device_fault")
-                board.last_fault = f"{type(exc).__name__}: {exc}"
+                board.mark_not_ready("device_fault", exc)
                 board.restarts += 1
                 if board.jobs_run > runs_before:
                     delay = backoff  # it worked for a while: start the backoff afresh
@@ -339,5 +337,5 @@ async def serve_device_owner(
             if math.isinf(delay):  # pragma: no cover - defensive
                 delay = backoff_max
     finally:
-        board._set_not_ready("stopped")
+        board.mark_not_ready("stopped")
         refuse_queued_jobs(jobs, "the service is stopping")

@@ -17,7 +17,7 @@ entirely by the other device go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -146,11 +146,18 @@ class OcrService:
 
     @property
     def not_ready_reason(self) -> str | None:
+        """Why the service is not :attr:`ready` (None when it is)."""
         if self._closing:
             return "shutting_down"
-        for stats in self.device_statistics().values():
+        unready = self._unready_device(self._boards)
+        return unready[1] if unready else None
+
+    def _unready_device(self, devices: Iterable[str]) -> tuple[str, str] | None:
+        """The first of ``devices`` that is not ready, and why."""
+        for device in devices:
+            stats = self._boards[device].statistics()
             if not stats.ready:
-                return stats.reason or "not_ready"
+                return device, stats.state
         return None
 
     @property
@@ -217,14 +224,13 @@ class OcrService:
     def _admit(self, language: str) -> None:
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        for device in self.devices_for(language):
-            stats = self._boards[device].statistics()
-            if not stats.ready:
-                reason = stats.reason or "not_ready"
-                raise NotReady(
-                    f"the service is not ready for {language!r}: its {device} device is not "
-                    f"ready ({reason})", reason,
-                )
+        unready = self._unready_device(self.devices_for(language))
+        if unready is not None:
+            device, reason = unready
+            raise NotReady(
+                f"the service is not ready for {language!r}: its {device} device is not "
+                f"ready ({reason})", reason,
+            )
         if self._in_flight >= self.config.server.max_in_flight:
             self._refused += 1
             raise Overloaded(
@@ -438,7 +444,7 @@ async def open_ocr_service(
             try:
                 yield service
             finally:
-                service._closing = True
+                service.begin_shutdown()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         single = _single_error(group)

@@ -57,10 +57,22 @@ class AppState:
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why requests cannot be served now (None when they can): the service has not
+        started or its models are loading, or the service's own reason."""
+        if self.service is None:
+            return self._startup_reason
+        return self.service.not_ready_reason
+
+    @property
+    def _startup_reason(self) -> str:
+        return "models_loading" if self.loading else "not_started"
+
     def require_service(self) -> OcrService:
         """The running service, or NotReady (503) while the models load."""
         if self.service is None:
-            reason = "models_loading" if self.loading else "not_started"
+            reason = self._startup_reason
             raise NotReady(f"the service is not ready ({reason})", reason)
         return self.service
 

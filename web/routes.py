@@ -95,7 +95,7 @@ def device_states(service: OcrService) -> list[dict[str, Any]]:
     for name, stats in service.device_statistics().items():
         out.append({
             "device": name,
-            "state": "ready" if stats.ready else (stats.reason or "not_ready"),
+            "state": stats.state,
             "models": [m for m, placed in service.models.models.items() if placed.device == name],
             "restarts": stats.restarts,
         })
@@ -119,15 +119,11 @@ def count_tasks() -> int:
 @bp.get("/health/ready")
 async def ready():
     state = get_state(current_app)
-    service = state.service
     if state.draining:  # shutting down soon: leave the balancer's rotation now
         return {"ready": False, "reason": "draining"}, 503, {"Retry-After": "2"}
-    if service is not None and service.ready:
+    reason = state.not_ready_reason
+    if reason is None:
         return {"ready": True}
-    if service is None:
-        reason = "models_loading" if state.loading else "not_started"
-    else:
-        reason = service.not_ready_reason or "not_ready"
     return {"ready": False, "reason": reason}, 503, {"Retry-After": "2"}
 
 
