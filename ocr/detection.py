@@ -49,7 +49,7 @@ def _round32(v: float) -> int:
     return max(32, int(round(v / 32) * 32))
 
 
-def vertical_padding(h: int, w: int, p: DynamicDetParams) -> int:
+def _vertical_padding(h: int, w: int, p: DynamicDetParams) -> int:
     """Rows of black added above and below an ``h`` x ``w`` image before detection: very
     wide images (a single line) and very short ones are padded to a more square shape, as
     PaddleOCR pads them (the detector finds a lone line poorly at its edge)."""
@@ -60,7 +60,7 @@ def vertical_padding(h: int, w: int, p: DynamicDetParams) -> int:
     return 0
 
 
-def dynamic_net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
+def _net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
     """The detection input's ``(height, width)`` for a (padded) ``h`` x ``w`` image."""
     if p.limit_type == "max":
         r = p.limit_side_len / max(h, w) if max(h, w) > p.limit_side_len else 1.0
@@ -78,15 +78,28 @@ def dynamic_net_size(h: int, w: int, p: DynamicDetParams) -> tuple[int, int]:
     return _round32(int(h * r)), _round32(int(w * r))
 
 
+def dynamic_sizing(h: int, w: int, p: DynamicDetParams) -> tuple[int, int, int]:
+    """How :func:`prepare_dynamic` sizes an ``h`` x ``w`` image, from the sizes alone:
+    the rows of padding above (and below) it, and the network input's height and width."""
+    pad = _vertical_padding(h, w, p)
+    net_h, net_w = _net_size(h + 2 * pad, w, p)
+    return pad, net_h, net_w
+
+
+def dynamic_scale(h: int, w: int, p: DynamicDetParams) -> float:
+    """The horizontal scale :func:`prepare_dynamic` feeds an ``h`` x ``w`` image at
+    (network width / image width)."""
+    return dynamic_sizing(h, w, p)[2] / w
+
+
 def prepare_dynamic(img: np.ndarray, params: DynamicDetParams) -> tuple[np.ndarray, DetTransform]:
     """Pad and resize ``img`` for a dynamic-shape DB network; see the module docstring."""
     orig_h, orig_w = img.shape[:2]
-    pad = vertical_padding(orig_h, orig_w, params)
+    pad, net_h, net_w = dynamic_sizing(orig_h, orig_w, params)
     src = img
     if pad:
         src = cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     src_h, src_w = src.shape[:2]
-    net_h, net_w = dynamic_net_size(src_h, src_w, params)
     net = cv2.resize(src, (net_w, net_h))
     return net, DetTransform(
         map_w=net_w, map_h=net_h, src_w=src_w, src_h=src_h, pad_left=0.0, pad_top=float(pad),

@@ -40,7 +40,7 @@ import attrs
 import cv2
 import numpy as np
 
-from .detection import DynamicDetParams, dynamic_net_size, prepare_fixed, vertical_padding
+from .detection import DynamicDetParams, dynamic_scale, prepare_fixed
 from .geometry import DetTransform, order_clockwise
 
 
@@ -116,14 +116,6 @@ class TileTransform:
         out[..., 0] += self.offset_x
         out[..., 1] += self.offset_y
         return out
-
-
-def dynamic_scale(h: int, w: int, params: DynamicDetParams) -> float:
-    """The horizontal scale :func:`ocr.detection.prepare_dynamic` would feed an ``h`` x
-    ``w`` image at (network width / image width), computed from the sizes alone."""
-    pad = vertical_padding(h, w, params)
-    _, net_w = dynamic_net_size(h + 2 * pad, w, params)
-    return net_w / w
 
 
 def _spans(length: int, tile: int, overlap: float) -> list[tuple[int, int]]:

@@ -13,11 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ocr.detection import DynamicDetParams, prepare_fixed
+from ocr.detection import DynamicDetParams, dynamic_scale, prepare_fixed
 from ocr.tiling import (
     TilePlan,
     TilingParams,
-    dynamic_scale,
     merge_tile_boxes,
     plan_tiles,
     prepare_tile,
