@@ -8,11 +8,8 @@ CPU backend runs, on hosts without it.
 configured group id (``hailo_models.group_id``, default ``"SHARED"``). HailoRT's own
 default group, ``"UNIQUE"``, takes the whole device, so a second NPU service on the host
 fails with ``HAILO_OUT_OF_PHYSICAL_DEVICES`` (74); processes that use the same group id
-share the NPU through HailoRT's scheduler. The VDevice lives in a small process-wide
-registry so that every backend instance in the process shares it (a second ``UNIQUE``
-VDevice in the same process would fail the same way). It is released when its last user
-closes, and a VDevice that saw a device fault is never handed out again: the reload after
-a lost device opens a fresh one.
+share the NPU through HailoRT's scheduler. Every backend instance in the process shares
+that one VDevice through :mod:`npu.hailo_vdevice`.
 
 **Models.** ``create_infer_model(hef)``, ``set_batch_size`` before ``configure()``, inputs
 as raw ``UINT8`` RGB frames (the chip normalises), outputs as ``FLOAT32``. Shapes are read
@@ -34,7 +31,8 @@ its body is guarded, and a failure there fails that job only.
 device is :class:`~npu.errors.DeviceBusy` naming the group id and the fix, no device at all
 :class:`~npu.errors.DeviceNotFound` and a node this user may not open
 :class:`~npu.errors.DeviceAccessDenied` (told apart by :mod:`npu.hailo_devices`); a
-``wait_for_async_ready`` timeout is retried once, then :class:`~npu.errors.DeviceTimeout`;
+launch that finds no room (``wait_for_async_ready`` timing out) is retried once, then is
+a :class:`~npu.errors.DeviceTimeout`;
 any ``run_async`` failure is a :class:`~npu.errors.DeviceFault`, never retried, because
 HailoRT shuts the configured model down before raising it; a lost device (communication
 closed, RPC failed, driver timeout, ...) is :class:`~npu.errors.DeviceLost`. After a fault
@@ -61,13 +59,11 @@ import trio
 
 from . import hailo_devices
 from .backend import DETECTION, BackendInfo, ModelSpec, recognition_id
-from .config import HailoModelsConfig, NpuConfig
+from .config import NpuConfig
 from .errors import (
     BackendUnavailable,
-    DeviceBusy,
     DeviceFault,
     DeviceLost,
-    DeviceNotFound,
     DeviceTimeout,
     InferenceError,
     ModelLoadError,
@@ -81,6 +77,7 @@ from .hailo_errors import (
     is_hailort_error,
     status_of,
 )
+from .hailo_vdevice import SharedVDevice, acquire_vdevice, mark_broken, release_vdevice
 from .hef_specs import (
     DET_PAD_VALUE,
     DEVICE_NODE,
@@ -140,104 +137,6 @@ def missing_parts(config: NpuConfig) -> list[str]:
 
 def _import_hailo() -> Any:
     return import_hailort(INSTALL_HINT)
-
-
-# --- the process-wide VDevice ---------------------------------------------------------
-
-
-@attrs.define(eq=False)
-class SharedVDevice:
-    """The process's VDevice and who uses it."""
-
-    vdevice: Any
-    key: tuple[str, str | None, bool]  # (group id, device id, multi-process service)
-    device_ids: tuple[str, ...]
-    users: int = 0
-    broken: bool = False
-
-
-_vdevice_lock = threading.Lock()
-_current: SharedVDevice | None = None
-
-
-def acquire_vdevice(hp: Any, cfg: HailoModelsConfig) -> SharedVDevice:
-    """The process's VDevice, opened on first use (or after the last one broke)."""
-    global _current
-    key = (cfg.group_id, cfg.device, cfg.multi_process_service)
-    with _vdevice_lock:
-        cur = _current
-        if cur is not None and not cur.broken:
-            if cur.key != key:
-                raise DeviceFault(
-                    f"this process already holds a VDevice opened with {cur.key}; "
-                    f"cannot open another with {key}"
-                )
-            cur.users += 1
-            return cur
-        params = hp.VDevice.create_params()
-        params.scheduling_algorithm = hp.HailoSchedulingAlgorithm.ROUND_ROBIN
-        params.group_id = cfg.group_id
-        if cfg.multi_process_service:
-            params.multi_process_service = True
-        if cfg.device:
-            # Through the params, not VDevice(device_ids=...): that argument replaces the
-            # params (and with them the scheduler and group id).
-            params.device_ids = [cfg.device]
-        try:
-            vdevice = hp.VDevice(params)
-        except Exception as exc:
-            if not is_hailort_error(exc):
-                raise
-            err = classify(
-                exc, phase="open", group_id=cfg.group_id, what="opening the NPU",
-                devices=hailo_devices.probe(hp),
-            )
-            if cfg.multi_process_service and status_of(exc) == HAILO_INVALID_OPERATION:
-                # VDeviceBase::validate_params: a Hailo-10H needs no service.
-                raise DeviceFault(
-                    f"{err}. hailo_models.multi_process_service is true, which only Hailo-8 "
-                    f"uses (there processes share the device through the hailort service); "
-                    f"Hailo-10H rejects it: set it to false and share through the group id"
-                ) from exc
-            if cfg.multi_process_service and not isinstance(err, DeviceNotFound | DeviceBusy):
-                raise DeviceFault(
-                    f"{err}. hailo_models.multi_process_service is true: the HailoRT "
-                    f"multi-process service must be running (`sudo systemctl enable --now "
-                    f"hailort.service`) and reachable at /tmp/hailort_uds.sock, which a unit "
-                    f"with PrivateTmp=yes cannot see (deploy/hailo-ocr.service.d/hailo8.conf)"
-                ) from exc
-            raise err from exc
-        try:
-            ids = tuple(str(i) for i in vdevice.get_physical_devices_ids())
-        except Exception:  # informational only (and not offered through every service)
-            ids = (cfg.device,) if cfg.device else ()
-        shared = SharedVDevice(vdevice=vdevice, key=key, device_ids=ids, users=1)
-        _current = shared
-        return shared
-
-
-def mark_broken(shared: SharedVDevice) -> None:
-    """The device behind ``shared`` is gone: from now on nobody is handed this VDevice."""
-    global _current
-    with _vdevice_lock:
-        shared.broken = True
-        if _current is shared:
-            _current = None
-
-
-def release_vdevice(shared: SharedVDevice, *, broken: bool) -> None:
-    """Drop one use; release the VDevice when unused, and never reuse a broken one."""
-    global _current
-    with _vdevice_lock:
-        shared.users -= 1
-        shared.broken = shared.broken or broken
-        if _current is shared and (shared.broken or shared.users <= 0):
-            _current = None
-        if shared.users <= 0:
-            try:
-                shared.vdevice.release()
-            except Exception as exc:  # a lost device may fail to release: nothing to do
-                log.warning("releasing the VDevice failed: %s", describe(exc))
 
 
 # --- models --------------------------------------------------------------------------
@@ -512,6 +411,25 @@ class HailoBackend:
         finally:
             model.lock.release()
 
+    def _launch_retrying(
+        self, model: _Model, frames: np.ndarray, out: np.ndarray, callback: Callable[..., None],
+        timeout_ms: int | None = None,
+    ) -> Any:
+        """:meth:`_launch`, once more if the device had no room (nothing was started
+        then); no room twice is a :class:`~npu.errors.DeviceTimeout`. Blocking."""
+        try:
+            return self._launch(model, frames, out, callback, timeout_ms)
+        except _Retry as retry:
+            log.warning("%s: %s; retrying once", model.path.name, retry)
+        try:
+            return self._launch(model, frames, out, callback, timeout_ms)
+        except _Retry as retry:
+            raise self._fault(DeviceTimeout(
+                f"{model.path.name}: the NPU had no room for a job within "
+                f"{timeout_ms or self._timeout_ms} ms, twice; another process may be "
+                f"monopolising it ({retry})"
+            )) from retry.cause
+
     def _run_blocking(self, model: _Model, frames: np.ndarray, out: np.ndarray) -> None:
         """One job from a plain thread (used at load, before there is a Trio caller).
 
@@ -532,16 +450,7 @@ class HailoBackend:
             finally:
                 done.set()
 
-        for attempt in (1, 2):
-            try:
-                job = self._launch(model, frames, out, on_done, timeout_ms)
-                break
-            except _Retry as retry:
-                if attempt == 2:
-                    raise self._fault(DeviceTimeout(
-                        f"{model.path.name}: the NPU had no room for a job within "
-                        f"{timeout_ms} ms, twice ({retry})"
-                    )) from retry.cause
+        job = self._launch_retrying(model, frames, out, on_done, timeout_ms)
         if not done.wait(timeout_ms / 1000.0):
             raise self._fault(DeviceTimeout(
                 f"{model.path.name}: no answer from the NPU within {timeout_ms} ms"
@@ -570,7 +479,7 @@ class HailoBackend:
                     pass  # the job then ends by its timeout
 
         job = await trio.to_thread.run_sync(
-            self._launch, model, frames, out, on_done, abandon_on_cancel=True
+            self._launch_retrying, model, frames, out, on_done, abandon_on_cancel=True
         )
         completion.job = job
         if completion.event.is_set():  # it finished before the launching thread returned
@@ -584,20 +493,6 @@ class HailoBackend:
             ))
         if completion.error is not None:
             raise self._fault(classify(completion.error, phase="complete", what=model.path.name))
-
-    async def _run_chunk(self, model: _Model, frames: np.ndarray, out: np.ndarray) -> None:
-        try:
-            await self._run_once(model, frames, out)
-            return
-        except _Retry as retry:
-            log.warning("%s: %s; retrying once", model.path.name, retry)
-        try:
-            await self._run_once(model, frames, out)
-        except _Retry as retry:
-            raise self._fault(DeviceTimeout(
-                f"{model.path.name}: the NPU had no room for a job within {self._timeout_ms} "
-                f"ms, twice; another process may be monopolising it ({retry})"
-            )) from retry.cause
 
     def _fault(self, exc: Exception) -> Exception:
         if isinstance(exc, DeviceFault):
@@ -622,7 +517,7 @@ class HailoBackend:
         out = np.empty((n, *model.output_shape), dtype=np.float32)
         for start in range(0, n, model.chunk):
             end = min(n, start + model.chunk)
-            await self._run_chunk(model, batch[start:end], out[start:end])
+            await self._run_once(model, batch[start:end], out[start:end])
         if model_id == DETECTION:
             prob = out.reshape(n, *(d for d in model.output_shape if d != 1))
             if model.activation == "sigmoid":  # per pixel: not on the Trio thread
@@ -666,7 +561,4 @@ def _format_str(fmt: Any) -> str:
         return str(fmt)
 
 
-__all__ = [
-    "INSTALL_HINT", "HailoBackend", "SharedVDevice", "acquire_vdevice", "missing_parts",
-    "release_vdevice",
-]
+__all__ = ["INSTALL_HINT", "HailoBackend", "missing_parts"]

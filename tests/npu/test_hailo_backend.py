@@ -30,7 +30,7 @@ from hailo_platform.pyhailort.pyhailort import (  # noqa: E402
 )
 from hailo_testing import DET_SHAPE, hailo_config, write_models  # noqa: E402
 
-from npu import hailo_backend  # noqa: E402
+from npu import hailo_backend, hailo_vdevice  # noqa: E402
 from npu.errors import (  # noqa: E402
     BackendUnavailable,
     DeviceAccessDenied,
@@ -370,7 +370,7 @@ async def test_failed_job_is_a_device_fault_and_a_lost_device_is_device_lost(hcf
         with pytest.raises(DeviceLost, match="status 62, HAILO_COMMUNICATION_CLOSED"):
             await backend.infer("recognition_en", rec_batch(["RIVER"]))
         # The dead VDevice is not handed out again, even while this backend holds it.
-        assert hailo_backend._current is None
+        assert hailo_vdevice._current is None
     finally:
         backend.close()
     backend = await _loaded(hcfg)  # and after the loss, a fresh VDevice works
@@ -460,7 +460,7 @@ async def test_run_async_failing_is_a_fault_and_never_retried(hcfg, hailo_files,
         assert "retrying" not in caplog.text
     finally:
         backend.close()
-    assert hailo_backend._current is None  # after a fault the next load opens afresh
+    assert hailo_vdevice._current is None  # after a fault the next load opens afresh
     backend = await _loaded(hcfg)  # the reload the NPU owner does works
     try:
         assert (await backend.infer("recognition_en", rec_batch(["RIVER"]))).shape[0] == 1
