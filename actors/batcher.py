@@ -1,6 +1,7 @@
 """The recognition micro-batcher: text-line crops from every request in flight, batched.
 
-One queue per language. When a queue may go is decided by the *policy*:
+One queue per language. When a queue may go is decided by the *policy*, one function
+each in the table :data:`POLICY_RULES`:
 
 * ``adaptive`` (the default): at once when it holds a full batch (the model's batch
   size), or as soon as the device has room for another recognition batch. A lone request
@@ -36,9 +37,10 @@ batch whose callers have all gone is not sent.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 import attrs
 import numpy as np
@@ -61,6 +63,38 @@ from .reply import answer, caller_gone
 from .routing import DeviceClient, ModelTable
 
 log = logging.getLogger("hailo_ocr.batcher")
+
+
+
+@attrs.frozen
+class QueueState:
+    """What a batching policy sees of one language's queue."""
+
+    oldest: float  # when its oldest crop was queued (Trio clock)
+    full: bool  # it holds a whole batch (or its model is unknown: fail it at once)
+    device_room: bool  # its device could start another recognition batch now
+    window_s: float  # the configured batch window
+
+
+def _adaptive(q: QueueState) -> float:
+    """Go when full or when the device has room; otherwise wait for a change."""
+    return -math.inf if q.full or q.device_room else math.inf
+
+
+def _window(q: QueueState) -> float:
+    """Go when full or when the oldest crop has waited the window."""
+    return -math.inf if q.full else q.oldest + q.window_s
+
+
+#: The batching policies by name: each says from when a queue may go (a time on the Trio
+#: clock; ``-inf``: now, ``inf``: not until something changes). The module docstring says
+#: why each; a new policy is its name in :data:`actors.config.BatchPolicy`, one function
+#: and one entry here.
+POLICY_RULES: Final[Mapping[BatchPolicy, Callable[[QueueState], float]]] = {
+    "adaptive": _adaptive,
+    "window": _window,
+}
+assert set(POLICY_RULES) == set(POLICIES), "every batching policy name needs its rule"
 
 
 @attrs.frozen
@@ -134,10 +168,13 @@ class Batcher:
         run_sync: RunSync | None = None,
     ) -> None:
         if policy not in POLICIES:
-            raise ValueError(f"batching policy must be one of {POLICIES}, not {policy!r}")
+            raise ValueError(
+                f"batching policy must be one of {tuple(POLICIES)}, not {policy!r}"
+            )
         self._device = device
         self._models = models
         self._policy = policy
+        self._goes_at = POLICY_RULES[policy]
         self._window = window_s
         self._max_queued = max(1, max_queued)
         self._max_in_flight = max(1, max_in_flight)
@@ -257,15 +294,14 @@ class Batcher:
             if device is not None and self._in_flight.get(device, 0) >= self._max_in_flight:
                 continue  # a finishing batch on that device wakes the loop
             head = q[0].enqueued
-            ready = spec is None or len(q) >= spec.batch_size
-            if self._policy == "adaptive":
-                ready = ready or (device is not None and self._device_room(lang, device))
-            elif not ready:
-                deadline = head + self._window
-                if deadline <= now:
-                    ready = True
-                else:
-                    next_deadline = min(next_deadline, deadline)
+            goes_at = self._goes_at(QueueState(
+                oldest=head, full=spec is None or len(q) >= spec.batch_size,
+                device_room=device is not None and self._device_room(lang, device),
+                window_s=self._window,
+            ))
+            ready = goes_at <= now
+            if not ready:
+                next_deadline = min(next_deadline, goes_at)
             if ready and (best is None or head < best[1]):
                 best = (lang, head)
         return (best[0] if best else None), next_deadline
