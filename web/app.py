@@ -18,19 +18,25 @@ import hmac
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 import trio
 from quart import request, websocket
 from quart_trio import QuartTrio
 
 from actors.errors import NotReady
+from actors.messages import OcrResult
 from actors.service import OcrService, open_ocr_service
 from npu.backend import BackendFactory
 
 from . import errors
 from .body_timeout import BodyReadTimeout
+from .cache import ResultCache
 from .errors import ApiError
 from .settings import Config
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("hailo_ocr.web")
 
@@ -40,7 +46,8 @@ PUBLIC_PATHS = frozenset({"/health", "/health/ready"})
 
 
 class AppState:
-    """What the routes need: the configuration and, while serving, the service."""
+    """What the routes need: the configuration, the result cache, the metrics and, while
+    serving, the service."""
 
     def __init__(
         self, config: Config, backends: Mapping[str, BackendFactory] | None
@@ -48,6 +55,9 @@ class AppState:
         self.config = config
         self.backends = backends
         self.service: OcrService | None = None
+        #: Set by the app factory (:func:`create_app`).
+        self.cache: ResultCache[OcrResult] | None = None
+        self.metrics: Metrics | None = None
         self.started_at = time.monotonic()
         self.loading = False
         #: Set on SIGTERM, before shutdown: /health/ready says "draining", all else serves.
@@ -129,8 +139,15 @@ def _log_loaded(service: OcrService) -> None:
     )
 
 
+class OcrApp(QuartTrio):
+    """The Quart-Trio app, carrying its :class:`AppState` as a typed attribute."""
+
+    ocr_state: AppState
+
+
 def get_state(app: QuartTrio) -> AppState:
-    return app.extensions["hailo_ocr"]
+    """``app``'s state (``app`` may be Quart's ``current_app`` proxy of an :class:`OcrApp`)."""
+    return cast(OcrApp, app).ocr_state
 
 
 def _check_token(config: Config, header: str | None) -> None:
@@ -150,13 +167,13 @@ def _check_token(config: Config, header: str | None) -> None:
 
 def create_app(
     config: Config, backends: Mapping[str, BackendFactory] | None = None
-) -> QuartTrio:
+) -> OcrApp:
     """Build the app for ``config``. The actor tree starts when the app starts serving
     (Hypercorn, or ``app.test_app()`` in tests) and stops when it stops. ``backends``
     replaces the backend factories of the devices (tests)."""
     from . import cache_routes, metrics, openapi, page, routes, ws
 
-    app = QuartTrio("hailo_ocr")
+    app = OcrApp("hailo_ocr")
     app.config.update(
         MAX_CONTENT_LENGTH=config.server.max_body_bytes,
         MAX_FORM_MEMORY_SIZE=config.server.max_body_bytes,
@@ -167,7 +184,7 @@ def create_app(
     app.json.sort_keys = False  # keep the SPEC's field order
     app.json.ensure_ascii = False  # Chinese text stays readable in responses
     state = AppState(config, backends)
-    app.extensions["hailo_ocr"] = state
+    app.ocr_state = state
 
     @app.before_serving
     async def _start_service() -> None:
@@ -194,8 +211,8 @@ def create_app(
     ws.register(app)
     openapi.register(app)
     page.register(app)
-    cache_routes.register(app, config)
-    metrics.install_metrics(app, lambda: state.service, lambda: cache_routes.cache_of(app))
+    state.cache = cache_routes.register(app, config)
+    state.metrics = metrics.install_metrics(app, lambda: state.service, lambda: state.cache)
     app.asgi_app = ShieldedSend(  # type: ignore[method-assign]
         BodyReadTimeout(app.asgi_app, config.server.read_timeout_s)
     )

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -22,6 +22,11 @@ from npu.config import BACKEND_TYPES
 from ocr.config import ConfigError
 
 from .settings import Config, config_to_dict, load_config
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without loading the actor tree
+    from actors.messages import Done, Failed, OcrRequest, OcrResult, PageResult
+    from actors.service import OcrService
+    from ocr.document import DocumentOptions
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -256,7 +261,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _extract_all(
     config: Config, images: Sequence[str], lang: str | None, as_json: bool,
-    options: Any = None,
+    options: DocumentOptions | None = None,
 ) -> int:
     from actors.messages import OcrRequest
     from actors.service import open_ocr_service
@@ -295,8 +300,8 @@ async def _extract_all(
     return status
 
 
-async def _extract_one(service: Any, request: Any, name: str, as_json: bool,
-                       headers: bool) -> Any:
+async def _extract_one(service: OcrService, request: OcrRequest, name: str, as_json: bool,
+                       headers: bool) -> OcrResult:
     """Read one file; in text mode print it as it is read: an image's lines at the end,
     a document's page by page, in page order, each as soon as it and the pages before
     it are done."""
@@ -305,9 +310,9 @@ async def _extract_one(service: Any, request: Any, name: str, as_json: bool,
     if headers and not as_json:
         print(f"==> {name} <==", flush=True)
     order: list[int] = []  # pages in the order they start: document order
-    finished: dict[int, Any] = {}
+    finished: dict[int, PageResult] = {}
     printed = 0
-    outcome: Any = None
+    outcome: Done | Failed | None = None
     async with service.open_events(request, 64) as events:
         async for event in events:
             if isinstance(event, PageStarted):
@@ -327,7 +332,7 @@ async def _extract_one(service: Any, request: Any, name: str, as_json: bool,
     return outcome.result
 
 
-def _print_page(page: Any) -> None:
+def _print_page(page: PageResult) -> None:
     """A document's page under its header (a failed page's error is among the result's
     warnings, printed to stderr)."""
     print(f"--- page {page.page} ---")

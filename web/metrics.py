@@ -36,11 +36,18 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from quart_trio import QuartTrio
 
-from actors.messages import PAGE_SOURCES
+from actors.messages import PAGE_SOURCES, OcrResult
+from actors.service import OcrService
 
 from . import openapi
+from .cache import CacheStats, ResultCache
 from .openapi import operator as openapi_operator
+
+#: Where the scrape finds the service (None before it starts) and the result cache.
+GetService = Callable[[], OcrService | None]
+GetCache = Callable[[], ResultCache[OcrResult] | None]
 
 PREFIX = "hailo_ocr"
 
@@ -57,9 +64,7 @@ STAGES = ("decode", "detection", "recognition", "total")
 class ServiceCollector(Collector):
     """Reads the actor tree's and the cache's snapshots at scrape time."""
 
-    def __init__(
-        self, get_service: Callable[[], Any | None], get_cache: Callable[[], Any | None]
-    ) -> None:
+    def __init__(self, get_service: GetService, get_cache: GetCache) -> None:
         self._get_service = get_service
         self._get_cache = get_cache
 
@@ -81,18 +86,15 @@ class ServiceCollector(Collector):
         if cache is not None:
             yield from self._cache_metrics(cache.stats())
 
-    def _service_metrics(self, service: Any) -> Iterator[Metric]:
+    def _service_metrics(self, service: OcrService) -> Iterator[Metric]:
         s = service.statistics()
-        info = getattr(service, "info", None)
-        if info is not None:
-            fam = GaugeMetricFamily(
-                f"{PREFIX}_backend_info", "The inference backend in use (value is always 1).",
-                labels=["backend", "device", "runtime_version"],
-            )
-            fam.add_metric(
-                [str(info.kind), str(info.device or ""), str(info.runtime_version)], 1.0
-            )
-            yield fam
+        info = service.info
+        fam = GaugeMetricFamily(
+            f"{PREFIX}_backend_info", "The inference backend in use (value is always 1).",
+            labels=["backend", "device", "runtime_version"],
+        )
+        fam.add_metric([str(info.kind), str(info.device or ""), str(info.runtime_version)], 1.0)
+        yield fam
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=float(value))
@@ -176,13 +178,12 @@ class ServiceCollector(Collector):
             "rec_queue_wait_max_seconds", "Longest any crop waited in the batcher.",
             b.queue_wait_max_s,
         )
-        sizes: Mapping[int, int] = getattr(b, "batch_sizes", None) or {}
         yield _histogram_from_counts(
-            f"{PREFIX}_rec_batch_size", "Real crops per recognition batch.", sizes,
+            f"{PREFIX}_rec_batch_size", "Real crops per recognition batch.", b.batch_sizes,
             BATCH_SIZE_BUCKETS,
         )
 
-    def _cache_metrics(self, c: Any) -> Iterator[Metric]:
+    def _cache_metrics(self, c: CacheStats) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             f"{PREFIX}_cache_enabled", "1 when the result cache is on.", value=float(c.enabled)
         )
@@ -221,8 +222,7 @@ class Metrics:
     """One app's metrics: the registry, the observed series, and the scrape collector."""
 
     def __init__(
-        self, get_service: Callable[[], Any | None] = lambda: None,
-        get_cache: Callable[[], Any | None] = lambda: None,
+        self, get_service: GetService = lambda: None, get_cache: GetCache = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -276,7 +276,7 @@ class Metrics:
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_latency.labels(route).observe(max(0.0, seconds))
 
-    def observe_result(self, result: Any, *, cached: bool = False) -> None:
+    def observe_result(self, result: OcrResult, *, cached: bool = False) -> None:
         """Count one OCR result; its stage timings only when it was really computed. A
         document's pages count as images do for regions and stage times (each page read
         by OCR once; ``total`` is the whole request's)."""
@@ -313,17 +313,13 @@ def _route_label() -> str:
     return rule.rule if rule is not None else "<unmatched>"
 
 
-def install_metrics(
-    app: Any, get_service: Callable[[], Any | None], get_cache: Callable[[], Any | None],
-) -> Metrics:
+def install_metrics(app: QuartTrio, get_service: GetService, get_cache: GetCache) -> Metrics:
     """Create the app's :class:`Metrics`, hook it into every request, websocket and OCR
     result, and serve ``GET /metrics``. Call it last in the app factory (its
-    ``before_serving`` hook needs the service started). Returns the metrics, also kept as
-    ``app.extensions["metrics"]``."""
+    ``before_serving`` hook needs the service started)."""
     from quart import Response, g
 
     metrics = Metrics(get_service, get_cache)
-    app.extensions["metrics"] = metrics
 
     # Registered after the factory's own before_serving hook, which starts the service,
     # so the service exists here. Stage timings are observed in the service itself, so

@@ -154,7 +154,7 @@ async def extract() -> dict[str, Any]:
     service = state.require_service()
     parsed = await image_from_request(request, state.config)
     result, cached = await extract_with_cache(
-        current_app, service, OcrRequest(parsed.data, parsed.languages, options=parsed.options)
+        state, service, OcrRequest(parsed.data, parsed.languages, options=parsed.options)
     )
     return extract_json(result, service.info), 200, {"X-Cache": "hit" if cached else "miss"}
 

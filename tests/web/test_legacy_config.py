@@ -1,5 +1,5 @@
 """The original hailo-ocr's configuration loads as it is (issue 12, points 8-10;
-ocr/legacy_config.py and ocr/config.py).
+web/legacy_config.py and web/settings.py).
 
 ``ORIGINAL_CONFIG`` has the keys and values of the original service's ``config.yaml``
 (``gregm123456/raspberry_pi_hailo_ai_services``, ``system_services/hailo-ocr``); its
