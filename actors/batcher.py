@@ -461,7 +461,7 @@ def _columns_budget(spec: ModelSpec) -> int:
     nominal width. Recognition's working memory grows with the batch's columns (about
     0.55 MB per column at height 48 on the CPU: 420 MB for 8 lines of 1920), so wide lines
     go in smaller batches; a line's text does not depend on its batch's size
-    (benchmarks/RESULTS.md, row 13)."""
+    (benchmarks/RESULTS.md)."""
     return max(1, spec.batch_size) * 2 * (spec.width or REC_NOMINAL_WIDTH)
 
 

@@ -319,7 +319,7 @@ class Orchestrator:
         # Of those, only as many as the device runs at once hold a float detection input
         # (12 bytes a pixel: 26 MB at 2.2 Mpx); the others wait as decoded images. The
         # input is made in a few ms, so nothing is prepared ahead; the previous image's
-        # boxes are found while the device runs the next (benchmarks/RESULTS.md, row 12).
+        # boxes are found while the device runs the next (benchmarks/RESULTS.md).
         self._det_stage = trio.CapacityLimiter(max(1, det_slots))
         # PDFium runs one call at a time in the whole process (ocr/document.py): requests
         # wait for it here, cancellably, rather than in worker threads on its lock.

@@ -13,13 +13,11 @@ CPU backend runs, and all three are per process or per thread, not per session:
   ``session.set_denormal_as_zero`` sets them in its own pool threads and in the thread
   that creates the session, but the thread that calls ``run()`` computes a share of every
   operator too, and that is one of Trio's worker threads. Detection took 2-3x as long
-  without the flags; the outputs are bit-identical either way (benchmarks/RESULTS.md,
-  row 19).
+  without the flags; the outputs are bit-identical either way (benchmarks/RESULTS.md).
 * **ONNX Runtime's CPU arena** (:func:`shared_cpu_arena`): one arena registered with
   ONNX Runtime's process-wide environment and used by every session, rather than one per
   session, so memory a detection freed is there for recognition to reuse. Peak RSS under
-  load fell from 650-700 MB to 575-607 MB at the same speed (benchmarks/RESULTS.md,
-  row 20).
+  load fell from 650-700 MB to 575-607 MB at the same speed (benchmarks/RESULTS.md).
 
 The malloc and denormal settings are no-ops where they do not apply (not glibc; not
 x86-64).
@@ -62,9 +60,9 @@ def bound_malloc() -> None:
     Decoded images, crops and batches are allocated in Trio's worker threads, and glibc
     gives each thread that allocates its own arena (up to 8 per core), so freed memory
     sits in many half-empty arenas instead of being reused: under load that cost
-    300-500 MB of peak RSS (benchmarks/RESULTS.md, rows 6-9). The fixed threshold sends
+    300-500 MB of peak RSS (benchmarks/RESULTS.md). The fixed threshold sends
     the 4-32 MB blocks (detection inputs, probability maps, arena chunks) back to the
-    system when freed; with ONNX Runtime's arena on it costs no speed (row 12)."""
+    system when freed; with ONNX Runtime's arena on it costs no speed (benchmarks/RESULTS.md)."""
     with _malloc_lock:
         if _malloc_tuned:
             return
@@ -82,7 +80,7 @@ def trim_malloc() -> None:
     concurrency the heap holds freed crops, batches and request bodies in pages that a
     detection would otherwise stack its ~350 MB on. Trimming there lowered peak RSS in
     the full load run by ~30 MB and its spread between runs, at no measurable cost
-    (benchmarks/RESULTS.md, row 21)."""
+    (benchmarks/RESULTS.md)."""
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
@@ -181,7 +179,7 @@ def shared_cpu_arena() -> bool:
                     "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
                 )
                 # kNextPowerOfTwo (ONNX Runtime's default): measured no worse than
-                # kSameAsRequested in memory and slightly faster (row 20).
+                # kSameAsRequested in memory and slightly faster (benchmarks/RESULTS.md).
                 cfg = ort.OrtArenaCfg({"arena_extend_strategy": 0})
                 ort.create_and_register_allocator(info, cfg)
                 _arena_registered.append(True)

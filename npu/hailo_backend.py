@@ -242,8 +242,9 @@ class HailoBackend:
         cfg, base = self._cfg, self._config.base_dir
         assert self._shared is not None
         ids = ", ".join(self._shared.device_ids)
-        # The service reports the device node, as the seed service did, when there is the
-        # usual single one; otherwise HailoRT's device id (what hailo_models.device takes).
+        # The device node when there is the usual single one (what the original service
+        # reports, and its clients show); otherwise HailoRT's device id (what
+        # hailo_models.device takes).
         device = DEVICE_NODE if cfg.device is None and os.path.exists(DEVICE_NODE) else ids
         device = device or DEVICE_NODE
         log.info(

@@ -58,7 +58,7 @@ _SHRINK_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 #: Recognition and classifier calls shrink the arena only from this many input columns
 #: (lines x padded width) up. Most calls are a few short lines, whose working set (about
 #: 27 kB a column) the next call reuses: giving it back and faulting it in again after
-#: every one of them made recognition 1.1-1.7x as slow (benchmarks/RESULTS.md, row 35);
+#: every one of them made recognition 1.1-1.7x as slow (benchmarks/RESULTS.md);
 #: a large batch still gives its memory back, so what a detection starts from stays
 #: bounded.
 _SHRINK_FROM_COLUMNS = 1024
@@ -113,9 +113,9 @@ class OnnxBackend:
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         # With the arena (default) a call reuses memory its earlier operators freed, and
         # the run option in _run shrinks it after each call; without it every tensor is
-        # fresh pages from malloc, 15-35 % slower (benchmarks/RESULTS.md, row 11). One
+        # fresh pages from malloc, 15-35 % slower (benchmarks/RESULTS.md). One
         # arena serves every session, so what detection freed is recognition's to reuse
-        # instead of each model holding its own (row 20).
+        # instead of each model holding its own (benchmarks/RESULTS.md).
         opts.enable_cpu_mem_arena = self._config.onnx_models.memory_arena
         if self._shared_arena:
             opts.add_session_config_entry("session.use_env_allocators", "1")

@@ -29,7 +29,7 @@ class DynamicDetParams:
 
     The defaults were chosen against the ground truth of ../shared/devdata, with the
     detector's speed (proportional to the input's pixels) in view
-    (benchmarks/RESULTS.md, row 36): RapidOCR's 736 px short side and 2000 px long side
+    (benchmarks/RESULTS.md): RapidOCR's 736 px short side and 2000 px long side
     read no better on receipts, forms, scene photos or web images than 704 and 1600, and
     cost 1.4-1.5 times the pixels on tall receipts; a single line 78 px high became a
     2.2 Mpx input (1600 x 352 now).

@@ -27,8 +27,8 @@ tiles instead, each the model's shape at about the scale the CPU path would use:
   the image, cut in the middle of each overlap) holds the box centre.
 
 When the shapes are close enough (a landscape photo into a landscape model), the
-single letterbox stays: :func:`plan_tiles` returns one tile covering the image and the
-caller runs exactly the old path.
+single letterbox stays: :func:`plan_tiles` returns one tile covering the image, which
+the caller letterboxes into the model's input whole.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def plan_tiles(
 ) -> TilePlan:
     """Plan the tiles for an ``h`` x ``w`` image and a ``model_h`` x ``model_w`` detector.
 
-    See the module docstring. One tile (the whole image, letterboxed as before) unless
+    See the module docstring. One tile (the whole image, letterboxed) unless
     tiles would show the text ``params.min_gain`` times larger than the letterbox."""
     if h < 1 or w < 1 or model_h < 1 or model_w < 1:
         raise ValueError(f"empty image or model: {h}x{w} into {model_h}x{model_w}")

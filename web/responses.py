@@ -59,7 +59,8 @@ def _statistics(regions: tuple[Region, ...]) -> dict[str, Any]:
 
 
 def _performance(t: Timings) -> dict[str, int]:
-    # Measured in the orchestrator; integers as the seed service sent them.
+    # Measured in the orchestrator; whole milliseconds, the type the original service's
+    # clients read.
     return {
         "decode_time_ms": round(t.decode_ms),
         "detection_time_ms": round(t.detection_ms),
