@@ -18,7 +18,7 @@ import hmac
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from quart import request, websocket
@@ -33,6 +33,7 @@ from . import errors
 from .body_timeout import BodyReadTimeout
 from .cache import ResultCache
 from .errors import ApiError
+from .openapi.fragment import Fragment
 from .settings import Config
 
 if TYPE_CHECKING:
@@ -140,9 +141,14 @@ def _log_loaded(service: OcrService) -> None:
 
 
 class OcrApp(QuartTrio):
-    """The Quart-Trio app, carrying its :class:`AppState` as a typed attribute."""
+    """The Quart-Trio app, carrying its :class:`AppState` and the OpenAPI fragments its
+    route modules add (:func:`web.openapi.add_paths`) as typed attributes."""
 
     ocr_state: AppState
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.openapi_fragments: list[Fragment] = []
 
 
 def get_state(app: QuartTrio) -> AppState:

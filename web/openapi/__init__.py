@@ -16,7 +16,7 @@ route is described and every description is a route.
 from __future__ import annotations
 
 import copy
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 from quart import Blueprint, current_app
 
@@ -29,8 +29,6 @@ __all__ = ["Fragment", "add_paths", "document", "register"]
 
 bp = Blueprint("openapi", __name__)
 
-#: Where the app keeps the fragments its route modules added.
-_EXTENSION: Final = "hailo_ocr_openapi"
 
 #: The document without its paths and without the schemas only they use.
 _BASE: Final[dict[str, Any]] = {
@@ -82,16 +80,22 @@ FRAGMENT: Final = Fragment(paths={
 })
 
 
-def add_paths(app: Any, fragment: Fragment) -> None:
+class DescribedApp(Protocol):
+    """An app that keeps the fragments its route modules describe themselves with."""
+
+    openapi_fragments: list[Fragment]
+
+
+def add_paths(app: DescribedApp, fragment: Fragment) -> None:
     """Describe routes a module registers on ``app`` (call it from its ``register``)."""
-    app.extensions.setdefault(_EXTENSION, []).append(fragment)
+    app.openapi_fragments.append(fragment)
 
 
-def document(app: Any) -> dict[str, Any]:
+def document(app: DescribedApp) -> dict[str, Any]:
     """The document for ``app``: the base plus every fragment its route modules added."""
     doc = copy.deepcopy(_BASE)
     schemas = doc["components"]["schemas"]
-    for fragment in app.extensions.get(_EXTENSION, []):
+    for fragment in app.openapi_fragments:
         for path, operations in fragment.paths.items():
             if path in doc["paths"]:
                 raise ValueError(f"{path} is described twice")
@@ -104,7 +108,7 @@ def document(app: Any) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 async def openapi_json() -> dict[str, Any]:
-    return document(current_app)
+    return document(cast(DescribedApp, current_app))
 
 
 def register(app: Any) -> None:
