@@ -7,9 +7,10 @@ inbox and its own :class:`DeviceBoard`; a fault of one leaves the other serving.
 
 An owner loads its models, publishes readiness and model facts on its board, and serves
 :class:`~actors.messages.InferJob` s from a bounded channel, at most
-``max_jobs_in_flight`` at a time (a backend property: 1 on the CPU, more on an NPU whose
-scheduler pipelines). Jobs are taken first come, first served from one channel, so
-neither detection nor recognition can starve the other. A job whose caller has gone is
+``max_jobs_in_flight`` at a time (a backend property: one per core on the CPU, whose
+backend shares the cores out among its jobs; more on an NPU whose scheduler pipelines).
+Jobs are taken first come, first served from one channel, so neither detection nor
+recognition can starve the other. A job whose caller has gone is
 dropped unrun.
 
 A :class:`~npu.errors.DeviceFault` (or a job outliving its timeout) marks the board not

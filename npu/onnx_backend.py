@@ -5,15 +5,17 @@ Sessions are created once at load. ``infer`` runs ``session.run`` in a Trio work
 session serves every language that has no model of its own: the shipped PP-OCRv6
 recognition model reads Chinese and English.
 
-Threads: detection, one large input, runs with ``onnx_models.intra_op_threads`` ONNX
-Runtime threads (one per core by default). Recognition and classifier sessions run one
-thread each, and a call with several lines splits them into one share per thread, the
-shares run at once. A line crop is a small input: splitting each operator of it across
-cores costs more in synchronisation than it gains (on two busy cores a 2-thread session
-took 1.2-1.6x as long as the same lines split in two 1-thread shares; on a shared machine
-a spinning pool thread also waits for its core), while independent lines need no
-synchronisation at all (benchmarks/RESULTS.md, round 5). A line's output does not depend
-on which share it is in: every line of a batch is padded to the same width either way.
+Threads and jobs: detection, one large input, runs with ``onnx_models.intra_op_threads``
+ONNX Runtime threads (one per core by default). Recognition and classifier sessions run one
+thread each. The backend runs as many jobs at once as it has threads, and each job takes
+cores from a :class:`~npu.cpu_cores.CoreLease` first: a detection all of them; a
+recognition or classifier batch one, plus the cores idle at that moment, its lines split
+into one share per core, the shares run at once. A line crop is a small input: splitting
+each operator of it across cores costs more in synchronisation than it gains (on two busy
+cores a 2-thread session took 1.2-1.6x as long as the same lines split in two 1-thread
+shares), while independent lines and independent batches need no synchronisation at all
+(benchmarks/RESULTS.md, rows 34 and 42). A line's output does not depend on which share
+or which job it is in: every line of a batch is padded to the same width either way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ocr.recognition import REC_HEIGHT, REC_NOMINAL_WIDTH, build_charset
 
 from .backend import CLASSIFIER, DETECTION, BackendInfo, ModelSpec, recognition_id
 from .config import NpuConfig
+from .cpu_cores import CoreLease
 from .cpu_env import (
     bound_malloc,
     denormals_flushed,
@@ -83,6 +86,8 @@ class OnnxBackend:
         configured = config.onnx_models.intra_op_threads if threads is None else threads
         #: ONNX Runtime threads for detection; recognition shares a call across as many.
         self._threads = max(1, configured or (os.cpu_count() or 1))
+        #: One core per thread, taken by each job for its computation (npu/cpu_cores.py).
+        self._cores = CoreLease(self._threads)
         self._sessions: dict[str, object] = {}
         self._input_names: dict[str, str] = {}
         self._info: BackendInfo | None = None
@@ -213,7 +218,8 @@ class OnnxBackend:
         self._warm_up(specs)
         self._info = BackendInfo(
             kind="onnx", device=None, runtime_version=f"onnxruntime {ort.__version__}",
-            models=tuple(specs), max_jobs_in_flight=cfg.backend.max_jobs_in_flight or 1,
+            models=tuple(specs),
+            max_jobs_in_flight=cfg.backend.max_jobs_in_flight or self._threads,
         )
         return self._info
 
@@ -234,17 +240,20 @@ class OnnxBackend:
         self._sessions[model_id] = session
         self._input_names[model_id] = session.get_inputs()[0].name
 
-    def _run(self, model_id: str, batch: np.ndarray) -> np.ndarray:
+    def _run(self, model_id: str, batch: np.ndarray, cores: int | None = None) -> np.ndarray:
+        """Run ``model_id`` on ``batch``; a recognition or classifier batch in one share
+        per core of ``cores`` (None: every thread)."""
         session = self._sessions.get(model_id)
         if session is None:
             raise InferenceError(f"model {model_id} is not loaded")
         if model_id == DETECTION:
             trim_malloc()  # the largest working set: do not stack it on free heap pages
         try:
-            if model_id == DETECTION or self._pool is None or len(batch) < 2:
+            n_shares = min(self._threads if cores is None else cores, len(batch))
+            if model_id == DETECTION or self._pool is None or n_shares < 2:
                 out = self._run_session(session, model_id, batch)
-            else:  # one share of the lines per thread, run at once (module docstring)
-                shares = np.array_split(batch, min(self._threads, len(batch)))
+            else:  # one share of the lines per core, run at once (module docstring)
+                shares = np.array_split(batch, n_shares)
                 others = [self._pool.submit(self._run_session, session, model_id, share)
                           for share in shares[1:]]
                 first = self._run_session(session, model_id, shares[0])
@@ -263,9 +272,16 @@ class OnnxBackend:
         return out[0]
 
     async def infer(self, model_id: str, batch: np.ndarray) -> np.ndarray:
-        # abandon_on_cancel: a job whose deadline passed returns control at once; the
-        # thread finishes its (bounded) computation and its result is dropped.
-        return await trio.to_thread.run_sync(self._run, model_id, batch, abandon_on_cancel=True)
+        if model_id == DETECTION:
+            wanted = (self._threads, self._threads)
+        else:
+            wanted = (1, len(batch))
+        async with self._cores.hold(*wanted) as cores:
+            # abandon_on_cancel: a job whose deadline passed returns control at once; the
+            # thread finishes its (bounded) computation and its result is dropped.
+            return await trio.to_thread.run_sync(
+                self._run, model_id, batch, cores, abandon_on_cancel=True
+            )
 
     def close(self) -> None:
         if self._pool is not None:

@@ -1,5 +1,6 @@
 """npu.onnx_backend: a recognition call split into per-core shares reads every line as the
-whole batch and the line alone do, and the backend closes its share threads."""
+whole batch and the line alone do; the backend runs a job per core, two batches side by
+side on one core each and a lone batch over every core; it closes its share threads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
+import trio
 
 from npu.onnx_backend import OnnxBackend
 from ocr.recognition import ctc_greedy_decode, pack_dynamic, resize_for_rec
@@ -68,3 +70,46 @@ def test_close_stops_the_share_threads():
     b.close()
     left = [t for t in threading.enumerate() if t.ident not in before]
     assert not [t for t in left if t.name.startswith("onnx-share")], left
+
+
+def test_the_backend_runs_a_job_per_core(backend):
+    assert backend._info.max_jobs_in_flight == 2
+    limited = OnnxBackend(load_config(env={}, overrides={
+        "onnx_models": {"intra_op_threads": 2}, "backend": {"max_jobs_in_flight": 1},
+    }))
+    try:
+        assert limited.load().max_jobs_in_flight == 1
+    finally:
+        limited.close()
+
+
+async def test_two_batches_run_side_by_side_and_a_lone_one_on_every_core(backend):
+    """Two 3-line batches sent together run at the same time (each waits at a barrier for
+    the other), one core each, unsplit; a batch alone is split over both cores."""
+    calls: list[tuple[str, int | None]] = []
+    both_running = threading.Barrier(2, timeout=10)
+    real = backend._run
+
+    def run(model_id, batch, cores=None):
+        calls.append((model_id, cores))
+        if len(batch) == 3:
+            both_running.wait()
+        return real(model_id, batch, cores)
+
+    backend._run = run
+    lines = _lines(3)
+    batch = pack_dynamic(lines, max(c.shape[1] for c in lines))
+    results = []
+
+    async def infer() -> None:
+        results.append(await backend.infer("recognition_en", batch))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(infer)
+        nursery.start_soon(infer)
+    assert calls == [("recognition_en", 1)] * 2
+    assert np.allclose(results[0], results[1], atol=1e-5)
+    lone = await backend.infer("recognition_en", pack_dynamic(_lines(4), batch.shape[-1]))
+    assert calls[-1] == ("recognition_en", 2) and lone.shape[0] == 4
+    await backend.infer("detection", np.zeros((1, 3, 64, 64), np.float32))
+    assert calls[-1] == ("detection", 2)
