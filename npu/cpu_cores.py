@@ -37,7 +37,7 @@ class CoreLease:
             raise ValueError(f"a lease needs at least one core, got {cores}")
         self.cores = cores
         self._free = trio.Semaphore(cores)
-        self._gathering = trio.Lock()  # held while a job waits for its second core on
+        self._gathering = trio.Lock()  # held by the one job waiting for more than one core
 
     @asynccontextmanager
     async def hold(self, at_least: int, at_most: int) -> AsyncIterator[int]:
